@@ -1,0 +1,66 @@
+"""The FAR transformer's configuration: one typed dataclass, carried inside every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class FARConfig:
+    # Latent geometry, fixed by the autoencoder: each frame is (latent_channels, latent_size, latent_size).
+    latent_channels: int = 16
+    latent_size: int = 8
+    # Short-term frames are patchified with patch_size (1 -> 64 tokens on an 8x8 latent);
+    # long-term frames with long_patch_size (4 -> 4 tokens), through their own projections.
+    patch_size: int = 1
+    long_patch_size: int = 4
+
+    depth: int = 12
+    width: int = 768
+    heads: int = 12
+    mlp_ratio: float = 4.0
+
+    # Classes per action component: Discrete(n) is (n,), MultiDiscrete(nvec) is nvec.
+    # Each component's embedding table has one extra row, the null action used for guidance.
+    action_nvec: tuple[int, ...] = (6,)
+    action_dropout: float = 0.1
+
+    # Long short-term context: the last `short_window` frames (the generated one included)
+    # at full tokens, older ones compressed; inference keeps at most `max_long_frames` of them.
+    short_window: int = 16
+    max_long_frames: int = 256
+    # Stochastic clean context: a short-window frame is given clean (timestep -1) with this probability.
+    clean_context_prob: float = 0.1
+    # Context-noise augmentation (0 = off): clean context frames get noise up to this flow time.
+    context_noise: float = 0.0
+
+    rope_theta: float = 10000.0
+    # FlexRoPE test-time temporal decay: logit bias -slope * (query frame - key frame); 0 = plain RoPE.
+    flex_rope_slope: float = 0.0
+
+    # Reward and termination heads read the transformer's features of each frame.
+    reward_loss_weight: float = 0.1
+    termination_loss_weight: float = 0.1
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action_nvec"] = list(self.action_nvec)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FARConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown FARConfig fields {sorted(unknown)}")
+        d = dict(d)
+        if "action_nvec" in d:
+            d["action_nvec"] = tuple(int(n) for n in d["action_nvec"])
+        return cls(**d)
