@@ -1,0 +1,63 @@
+"""Where a learned world's first frames come from: bundled prompts, a dataset folder, or the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from far_world.data.episodes import iter_episodes
+from far_world.world import WorldModel
+
+
+def validate_context(
+    frames, actions, world: WorldModel
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check caller-supplied context: frames uint8 (T,H,W,3), actions (T-1,) or (T-1,K) in the action space."""
+    frames = np.asarray(frames)
+    h, w = world.resolution
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+        raise ValueError(f"context frames must be uint8 (T,{h},{w},3), got {frames.dtype} {frames.shape}")
+    if actions is None:
+        return frames, None
+    actions = np.asarray(actions, dtype=np.int64)
+    expected = (len(frames) - 1, *world.action_shape)
+    if actions.shape != expected:
+        raise ValueError(f"context actions must have shape {expected} (one per transition), got {actions.shape}")
+    for a in actions:
+        if not world.action_space.contains(a.reshape(world.action_shape) if world.action_shape else a.item()):
+            raise ValueError(f"context action {a.tolist()} is outside the action space {world.action_space}")
+    return frames, actions
+
+
+@dataclass
+class ContextSource:
+    """A bank of (frames, actions) contexts to start episodes from."""
+
+    frames: np.ndarray  # (N, T, H, W, 3) uint8
+    actions: np.ndarray  # (N, T-1[, K]) int64
+
+    @classmethod
+    def from_spec(cls, spec: str, world: WorldModel, length: int | None = None) -> "ContextSource":
+        """``"prompts"``: the checkpoint's bundled prompt clips; otherwise a folder of episodes."""
+        if spec == "prompts":
+            return cls(world.prompt_frames, world.prompt_actions)
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"context must be 'prompts' or a folder of episodes; {folder} is neither")
+        length = length or world.prompt_frames.shape[1]
+        frames, actions = [], []
+        for _, ep in iter_episodes(folder, mmap=True, resolution=world.resolution):
+            if len(ep.frames) >= length:
+                frames.append(np.array(ep.frames[:length]))
+                actions.append(np.array(ep.actions[: length - 1]))
+        if not frames:
+            raise ValueError(f"{folder} holds no valid episode of at least {length} frames")
+        return cls(np.stack(frames), np.stack(actions))
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        i = int(rng.integers(len(self.frames)))
+        return self.frames[i], self.actions[i]

@@ -1,0 +1,103 @@
+"""FARWorld-v0: the learned world as a single Gymnasium environment."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from envs.context import ContextSource, validate_context
+from far_world.world import WorldModel
+
+
+class FARWorldEnv(gymnasium.Env):
+    """One world of a FAR world model; ``step`` predicts the next frame from the cached context.
+
+    Observations are uint8 (H, W, 3) frames; the action space, reward and termination come
+    from the checkpoint (its learned heads); ``truncated`` comes from ``max_episode_steps``.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 15}
+
+    def __init__(
+        self,
+        ckpt: str | None = None,
+        render_mode: str | None = None,
+        context: str = "prompts",
+        max_episode_steps: int = 1000,
+        sampling_steps: int | None = None,
+        guidance: float | None = None,
+        flex_rope_slope: float | None = None,
+        device: str = "cpu",
+        world_model: WorldModel | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.world = world_model if world_model is not None else WorldModel.load(ckpt, device=device, batch_size=1)
+        self.world.configure(sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope)
+        self.render_mode = render_mode
+        self.max_episode_steps = int(max_episode_steps)
+        self.context = ContextSource.from_spec(context, self.world)
+        h, w = self.world.resolution
+        self.observation_space = gymnasium.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.action_space = self.world.action_space
+        self._frame: np.ndarray | None = None
+        self._steps = 0
+        self._renderer = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "frames" in options:
+            frames, actions = validate_context(options["frames"], options.get("actions"), self.world)
+        else:
+            frames, actions = self.context.sample(self.np_random)
+        self.world.reset(frames[None], None if actions is None else actions[None], seed=int(self.np_random.integers(2**31)))
+        self._frame = frames[-1]
+        self._steps = 0
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), self._info(latency=0.0)
+
+    def step(self, action):
+        if self._frame is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
+            raise ValueError(f"action {action!r} is outside the action space {self.action_space}")
+        start = time.perf_counter()
+        out = self.world.step(np.asarray(action, dtype=np.int64)[None])
+        latency = time.perf_counter() - start
+        self._frame = out.frames[0]
+        self._steps += 1
+        terminated = bool(out.terminated[0])
+        truncated = self._steps >= self.max_episode_steps
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), float(out.rewards[0]), terminated, truncated, self._info(latency)
+
+    def _info(self, latency: float) -> dict[str, Any]:
+        return {
+            "frame_index": int(self.world.frame_index[0]),
+            "context_length": int(self.world.context_length[0]),
+            "step_latency_s": latency,
+        }
+
+    def render(self):
+        if self._frame is None:
+            return None
+        if self.render_mode == "rgb_array":
+            return self._frame.copy()
+        if self.render_mode == "human":
+            if self._renderer is None:
+                from envs.human_renderer import HumanRenderer
+
+                self._renderer = HumanRenderer("FARWorld-v0", self._frame.shape[:2])
+            self._renderer.show(self._frame, fps=self.metadata["render_fps"])
+        return None
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
