@@ -1,0 +1,1 @@
+"""Training machinery shared by the train/ scripts: presets, schedules, EMA, DDP, logging, trainers."""

@@ -1,0 +1,185 @@
+"""One FAR training run's state and its step: data, model, DDP, AdamW, EMA, schedule, resume.
+
+Everything random in a step is a pure function of (seed, step, shard): the clip length, the
+clips (``ClipDataset.sample_batch``) and the model's noise (a generator seeded per shard).
+A run resumed from a checkpoint at step k therefore computes step k+1 bit for bit as the
+uninterrupted run did, and the global batch is cut into the same shards whether one process
+accumulates them or several ranks share them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from far_world.checkpoint import TrainingState, capture_rng_state, restore_rng_state
+from far_world.data.clips import ClipDataset
+from far_world.model.far import FARModel
+from far_world.training.distributed import DistInfo, mean_over_ranks
+from far_world.training.ema import EMA
+from far_world.training.presets import FARTrainConfig
+from far_world.training.schedule import lr_at
+
+
+class _TrainingLoss(nn.Module):
+    """Routes ``training_loss`` through ``forward``: DDP only synchronizes what its forward runs."""
+
+    def __init__(self, model: FARModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return self.model.training_loss(*args, **kwargs)
+
+
+def shard_generator(seed: int, step: int, shard: int) -> torch.Generator:
+    """The CPU generator of one shard of one step (CPU: the same draws on any device)."""
+    state = np.random.SeedSequence([seed, step, shard]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def clip_length(cfg: FARTrainConfig, step: int, longest: int) -> int:
+    """The clip length of ``step``: uniform in [min_clip_frames, max_clip_frames], capped by the data."""
+    high = min(cfg.max_clip_frames, longest)
+    low = min(cfg.min_clip_frames, high)
+    return int(np.random.default_rng([cfg.seed, step, 1]).integers(low, high + 1))
+
+
+def clip_tokens(cfg: FARTrainConfig, frames: int) -> int:
+    """Tokens one clip of ``frames`` frames puts through the transformer (long frames compressed)."""
+    short = min(frames, cfg.far.short_window)
+    return short * cfg.far.short_tokens + (frames - short) * cfg.far.long_tokens
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only: biases, norm gains and embedding tables are not shrunk toward 0."""
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_matrix = p.ndim >= 2 and not isinstance(_owner(model, name), nn.Embedding)
+        (decay if is_matrix else keep).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def _owner(model: nn.Module, param_name: str) -> nn.Module:
+    return model.get_submodule(param_name.rpartition(".")[0])
+
+
+class FARTrainer:
+    """Model, optimizer and EMA of a run, stepped on a :class:`ClipDataset` of latents."""
+
+    def __init__(self, cfg: FARTrainConfig, dataset: ClipDataset, dist: DistInfo) -> None:
+        if cfg.batch_size % (dist.world_size * cfg.micro_batches):
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must split into {dist.world_size} ranks x {cfg.micro_batches} micro-batches"
+            )
+        self.cfg, self.dataset, self.dist = cfg, dataset, dist
+        self.longest = int(dataset.store.lengths.max())
+        # Same initial weights on every rank (DDP also broadcasts rank 0's, this makes it moot).
+        torch.manual_seed(cfg.seed)
+        self.model = FARModel(cfg.far).to(dist.device)
+        self.loss_module: nn.Module = _TrainingLoss(self.model)
+        if dist.distributed:
+            # Clips no longer than the short window leave the long-term projections unused.
+            self.loss_module = DistributedDataParallel(
+                self.loss_module,
+                device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.min_clip_frames <= cfg.far.short_window,
+            )
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+            fused=dist.device.type == "cuda",
+        )  # fmt: skip
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.step = 0
+
+    @property
+    def shards(self) -> int:
+        """The global batch is cut into this many equal shards."""
+        return self.dist.world_size * self.cfg.micro_batches
+
+    def accumulate_gradients(self) -> dict[str, float]:
+        """Forward and backward this rank's shards of the current step; gradients are then the
+        mean over the global batch (averaged over ranks by DDP). Returns this rank's losses."""
+        cfg, dist = self.cfg, self.dist
+        frames = clip_length(cfg, self.step, self.longest)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for i in range(cfg.micro_batches):
+            shard = dist.rank * cfg.micro_batches + i
+            batch = self.dataset.sample_batch(cfg.batch_size, self.step, shard, self.shards, clip_len=frames)
+            batch = batch.to_torch(dist.device)
+            last = i == cfg.micro_batches - 1
+            sync = contextlib.nullcontext() if last or not dist.distributed else self.loss_module.no_sync()
+            with sync:
+                out = self.loss_module(
+                    batch.frames, batch.actions, batch.rewards, batch.terminated,
+                    generator=shard_generator(cfg.seed, self.step, shard),
+                )  # fmt: skip
+                (out["loss"] / cfg.micro_batches).backward()
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) / cfg.micro_batches
+        totals["clip_frames"] = float(frames)
+        return totals
+
+    def apply_gradients(self) -> dict[str, float]:
+        """Clip, set this step's learning rate, take the optimizer step, update the EMA."""
+        cfg = self.cfg
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return {"lr": lr, "grad_norm": float(grad_norm)}
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step; metrics averaged over ranks, with tokens/s of the whole step."""
+        start = time.perf_counter()
+        metrics = self.accumulate_gradients()
+        metrics.update(self.apply_gradients())
+        tokens = self.cfg.batch_size * clip_tokens(self.cfg, int(metrics["clip_frames"]))
+        metrics = mean_over_ranks(metrics, self.dist)
+        metrics["tokens_per_s"] = tokens / (time.perf_counter() - start)
+        return metrics
+
+    # -- resume ------------------------------------------------------------------------------
+    def training_state(self) -> TrainingState:
+        return TrainingState(
+            step=self.step,
+            model={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            optimizer=_to_cpu(self.optimizer.state_dict()),
+            rng=capture_rng_state(),
+            config=self.cfg.to_dict(),
+            ema=_to_cpu(self.ema.training_state()),
+            extra={"world_size": self.dist.world_size},
+        )
+
+    def load_training_state(self, state: TrainingState) -> None:
+        """Continue from ``state`` (this trainer must have been built with the same config)."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.ema.load_training_state(state.ema)
+        restore_rng_state(state.rng)
+        self.step = int(state.step)
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors of a nested dict/list moved to CPU (checkpoints hold no device tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj

@@ -1,0 +1,212 @@
+"""Typed training configs and their named presets (``tiny``, ``cpu``, ``gpu``).
+
+A run starts from a preset, overrides fields from the command line (``lr=3e-4``,
+``far.depth=4``), and writes the exact config it used next to its outputs.
+
+Preset choices (measured on the 2-core CPU of docs/results; see benchmarks/train_speed.py):
+``cpu`` uses patch 2 (16 tokens a frame) and width 384 so that its matmuls are large enough
+to run at >= 30% of the CPU's fp32 matmul peak while a step still takes about a second;
+``gpu`` is FAR-B (12 x 768, patch 1) with bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from far_world.model.autoencoder import AEConfig
+from far_world.model.config import FARConfig
+
+Config = TypeVar("Config")
+
+
+@dataclass
+class AETrainConfig:
+    """How the frame autoencoder is trained."""
+
+    ae: AEConfig = field(default_factory=AEConfig)
+    batch_size: int = 64
+    steps: int = 6000
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    # Frames used to fit the latent statistics, and held-out test frames scored at the end.
+    stats_frames: int = 4096
+    eval_frames: int = 1024
+    log_every: int = 20
+    ckpt_every: int = 500
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ae"] = self.ae.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AETrainConfig":
+        d = dict(d)
+        ae = AEConfig.from_dict(d.pop("ae"))
+        return cls(ae=ae, **_known(cls, d))
+
+
+@dataclass
+class FARTrainConfig:
+    """How the FAR transformer is trained; ``batch_size`` is the global batch over all ranks."""
+
+    far: FARConfig = field(default_factory=FARConfig)
+    batch_size: int = 16
+    # Each rank splits its share into this many micro-batches (gradient accumulation). The
+    # global batch is cut into world_size * micro_batches shards whatever the split, so one
+    # process with 2 micro-batches computes exactly what 2 ranks with 1 each compute.
+    micro_batches: int = 1
+    # Clip lengths are drawn uniformly in [min, max] per step (the same for every rank):
+    # long-term context is learnt only from clips longer than the short window.
+    min_clip_frames: int = 8
+    max_clip_frames: int = 32
+    steps: int = 4000
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    # Prompt clips bundled with the released checkpoint for reset (from the test split).
+    num_prompts: int = 4
+    prompt_frames: int = 16
+    log_every: int = 10
+    ckpt_every: int = 200
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if not 1 <= self.min_clip_frames <= self.max_clip_frames:
+            raise ValueError(f"need 1 <= min_clip_frames <= max_clip_frames, got {self.min_clip_frames}, {self.max_clip_frames}")
+        if self.batch_size < 1 or self.micro_batches < 1:
+            raise ValueError("batch_size and micro_batches must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["far"] = self.far.to_dict()
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FARTrainConfig":
+        d = dict(d)
+        far = FARConfig.from_dict(d.pop("far"))
+        return cls(far=far, **_known(cls, d))
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    return d
+
+
+AE_PRESETS: dict[str, AETrainConfig] = {
+    # Tests: a few seconds.
+    "tiny": AETrainConfig(
+        ae=AEConfig(channels=(8, 16), latent_channels=4), batch_size=8, steps=20, warmup_steps=2,
+        stats_frames=64, eval_frames=32, log_every=5, ckpt_every=10,
+    ),
+    # The CPU design measured best for a ~15 minute budget on 2 cores (docs/results).
+    "cpu": AETrainConfig(ae=AEConfig(channels=(32, 64)), batch_size=64, steps=6000),
+    # More capacity where compute is cheap; the decoder stays conv-only and fast.
+    "gpu": AETrainConfig(
+        ae=AEConfig(channels=(64, 128), blocks_per_stage=2), batch_size=128, steps=30000, lr=1e-3
+    ),
+}
+
+FAR_PRESETS: dict[str, FARTrainConfig] = {
+    "tiny": FARTrainConfig(
+        far=FARConfig(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=16),
+        batch_size=4, min_clip_frames=3, max_clip_frames=8, steps=20, warmup_steps=2,
+        num_prompts=2, prompt_frames=4, log_every=1, ckpt_every=5,
+    ),
+    "cpu": FARTrainConfig(
+        far=FARConfig(depth=6, width=384, heads=6, patch_size=2, short_window=8, max_long_frames=64),
+        batch_size=16, min_clip_frames=8, max_clip_frames=24, steps=3000, lr=5e-4, warmup_steps=150,
+    ),
+    "gpu": FARTrainConfig(
+        far=FARConfig(depth=12, width=768, heads=12, patch_size=1, short_window=16, max_long_frames=256),
+        batch_size=64, min_clip_frames=16, max_clip_frames=96, steps=200000, lr=1e-4, warmup_steps=2000,
+        ema_decay=0.9999, ckpt_every=2000, log_every=50,
+    ),
+}
+
+
+def preset(presets: dict[str, Config], name: str) -> Config:
+    """A fresh copy of a named preset (mutating it never changes the table)."""
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+    return type(presets[name]).from_dict(presets[name].to_dict())  # type: ignore[attr-defined]
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    """Parse ``text`` to the type of the field's current value."""
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, tuple):
+        kind = type(current[0]) if current else int
+        return tuple(kind(v) for v in text.split(",") if v)
+    if isinstance(current, dict):
+        return json.loads(text)
+    return text
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides applied; dotted keys reach nested configs.
+
+    >>> apply_overrides(FAR_PRESETS["tiny"], ["lr=1e-3", "far.depth=3"]).far.depth
+    3
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, text = item.split("=", 1)
+        cfg = _set_path(cfg, key.strip().split("."), text.strip(), key)
+    return cfg
+
+
+def _set_path(obj: Any, path: list[str], text: str, full_key: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    if path[0] not in names:
+        raise ValueError(f"unknown config field {full_key!r}; {type(obj).__name__} has {sorted(names)}")
+    current = getattr(obj, path[0])
+    if len(path) == 1:
+        if dataclasses.is_dataclass(current):
+            raise ValueError(f"{full_key!r} is a nested config: set its fields ({full_key}.FIELD=...)")
+        value = _parse_value(text, current)
+    else:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"{full_key!r}: {path[0]} has no fields")
+        value = _set_path(current, path[1:], text, full_key)
+    return replace(obj, **{path[0]: value})
+
+
+def write_config(cfg: Any, path: str | Path) -> Path:
+    """Write a config's ``to_dict()`` as JSON (the exact config of a run, beside its outputs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return path
