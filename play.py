@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from far_world.world import WorldModel
 
     world = WorldModel.load(args.ckpt, device=args.device, batch_size=1)
-    env = FARWorldEnv(world_model=world, context=args.context, sampling_steps=args.steps)
+    env = FARWorldEnv(world_model=world, context=args.context, sampling_steps=args.steps, timing=True)
     keymap = build_keymap(world.action_names)
     agents = {"human": None}
     agent_spec = args.policy if args.policy != "human" else args.agent

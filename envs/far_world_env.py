@@ -31,6 +31,7 @@ class FARWorldEnv(gymnasium.Env):
         guidance: float | None = None,
         flex_rope_slope: float | None = None,
         device: str = "cpu",
+        timing: bool = False,
         world_model: WorldModel | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -39,6 +40,10 @@ class FARWorldEnv(gymnasium.Env):
         self.world.configure(sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope)
         self.render_mode = render_mode
         self.max_episode_steps = int(max_episode_steps)
+        # Wall-clock latency is not a function of seed and action, so it enters `info` only on
+        # request (Gymnasium's determinism check compares infos); it is always in last_step_latency_s.
+        self.timing = timing
+        self.last_step_latency_s = 0.0
         self.context = ContextSource.from_spec(context, self.world)
         h, w = self.world.resolution
         self.observation_space = gymnasium.spaces.Box(0, 255, (h, w, 3), np.uint8)
@@ -69,6 +74,7 @@ class FARWorldEnv(gymnasium.Env):
         start = time.perf_counter()
         out = self.world.step(np.asarray(action, dtype=np.int64)[None])
         latency = time.perf_counter() - start
+        self.last_step_latency_s = latency
         self._frame = out.frames[0]
         self._steps += 1
         terminated = bool(out.terminated[0])
@@ -78,11 +84,10 @@ class FARWorldEnv(gymnasium.Env):
         return self._frame.copy(), float(out.rewards[0]), terminated, truncated, self._info(latency)
 
     def _info(self, latency: float) -> dict[str, Any]:
-        return {
-            "frame_index": int(self.world.frame_index[0]),
-            "context_length": int(self.world.context_length[0]),
-            "step_latency_s": latency,
-        }
+        info = {"frame_index": int(self.world.frame_index[0]), "context_length": int(self.world.context_length[0])}
+        if self.timing:
+            info["step_latency_s"] = latency
+        return info
 
     def render(self):
         if self._frame is None:

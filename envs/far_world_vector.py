@@ -35,6 +35,7 @@ class FARWorldVectorEnv(VectorEnv):
         guidance: float | None = None,
         flex_rope_slope: float | None = None,
         device: str = "cpu",
+        timing: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -46,6 +47,8 @@ class FARWorldVectorEnv(VectorEnv):
         self.world.configure(sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope)
         self.context = ContextSource.from_spec(context, self.world)
         self.max_episode_steps = int(max_episode_steps)
+        self.timing = timing  # as in FARWorldEnv: latency enters info only on request
+        self.last_step_latency_s = 0.0
         h, w = self.world.resolution
         self.single_observation_space = gymnasium.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.single_action_space = self.world.action_space
@@ -104,18 +107,21 @@ class FARWorldVectorEnv(VectorEnv):
             terminated[done_before] = False
         truncated = (self._steps >= self.max_episode_steps) & ~terminated
         self._autoreset = terminated | truncated
-        return self._frames.copy(), rewards, terminated, truncated, self._info(time.perf_counter() - start)
+        self.last_step_latency_s = time.perf_counter() - start
+        return self._frames.copy(), rewards, terminated, truncated, self._info(self.last_step_latency_s)
 
     def _info(self, latency: float) -> dict[str, Any]:
         every = np.ones(self.num_envs, bool)
-        return {
+        info = {
             "frame_index": self.world.frame_index.copy(),
             "_frame_index": every,
             "context_length": self.world.context_length.copy(),
             "_context_length": every,
-            "step_latency_s": np.full(self.num_envs, latency),
-            "_step_latency_s": every,
         }
+        if self.timing:
+            info["step_latency_s"] = np.full(self.num_envs, latency)
+            info["_step_latency_s"] = every
+        return info
 
     def render(self):
         if self.render_mode == "rgb_array":

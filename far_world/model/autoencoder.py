@@ -12,6 +12,8 @@ scale the encoder happens to learn.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -148,6 +150,14 @@ class FrameAutoencoder(nn.Module):
         self.latent_mean.copy_(z.mean(dim=1))
         # The floor keeps a dead channel from being blown up to unit variance from numerical noise.
         self.latent_std.copy_(z.std(dim=1).clamp_min(1e-4))
+
+    def fingerprint(self) -> str:
+        """A hash of config and weights (statistics included): names the latents this model makes."""
+        digest = hashlib.sha256(json.dumps(self.cfg.to_dict(), sort_keys=True).encode())
+        for name, value in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def _device(self) -> torch.device:
         return self.latent_mean.device

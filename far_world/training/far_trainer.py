@@ -150,6 +150,7 @@ class FARTrainer:
         metrics.update(self.apply_gradients())
         tokens = self.cfg.batch_size * clip_tokens(self.cfg, int(metrics["clip_frames"]))
         metrics = mean_over_ranks(metrics, self.dist)
+        metrics["tokens"] = float(tokens)
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - start)
         return metrics
 

@@ -1,0 +1,234 @@
+"""FARModel: causality, FlexRoPE, the training loss, the sampler and a tiny overfit."""
+
+import pytest
+import torch
+
+from far_world.model.config import FARConfig
+from far_world.model.far import CONTEXT, FARModel, timestep_embedding
+from far_world.model.heads import head_losses
+from far_world.model.sampler import flow_times, guide, sample_euler
+
+
+def random_model(**overrides) -> FARModel:
+    """A tiny model whose zero-initialized layers are made random, so that every path matters."""
+    cfg = FARConfig.preset("tiny", latent_channels=4, **overrides)
+    model = FARModel(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _inputs(model, batch=2, frames=5, seed=0):
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, frames, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
+    actions = torch.randint(0, cfg.action_nvec[0], (batch, frames), generator=g)
+    timesteps = torch.rand(batch, frames, generator=g)
+    timesteps[:, 0] = CONTEXT
+    return latents, actions, timesteps
+
+
+def test_config_round_trip_and_presets():
+    cfg = FARConfig.preset("cpu", action_nvec=(3, 4))
+    assert FARConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.short_tokens == 16 and cfg.long_tokens == 4 and cfg.head_dim == 64
+    with pytest.raises(ValueError):
+        FARConfig(width=72, heads=4)  # head dim 18: no even 3D rotary split
+    with pytest.raises(ValueError):
+        FARConfig(patch_size=3)
+    with pytest.raises(ValueError):
+        FARConfig.preset("huge")
+
+
+@pytest.mark.parametrize("short_window, k", [(8, 2), (3, 3)])
+def test_changing_frame_or_action_k_leaves_earlier_outputs_unchanged(short_window, k):
+    model = random_model(short_window=short_window)
+    latents, actions, timesteps = _inputs(model, frames=5)
+    n_long = 5 - min(5, short_window)
+    velocity, features = model(latents, actions, timesteps)
+    changed_latents = latents.clone()
+    changed_latents[:, k] += 1.0
+    changed_actions = actions.clone()
+    changed_actions[:, k] = (actions[:, k] + 1) % model.cfg.action_nvec[0]
+    first = k - n_long  # index of frame k among the outputs (short-term frames)
+    for lat, act in ((changed_latents, actions), (latents, changed_actions)):
+        v2, f2 = model(lat, act, timesteps)
+        assert torch.equal(v2[:, :first], velocity[:, :first]) and torch.equal(f2[:, :first], features[:, :first])
+        assert not torch.allclose(v2[:, first:], velocity[:, first:])
+
+
+def test_a_long_term_frame_reaches_later_frames_through_its_own_projections():
+    model = random_model(short_window=3)
+    latents, actions, timesteps = _inputs(model, frames=5)
+    velocity, _ = model(latents, actions, timesteps)
+    changed = latents.clone()
+    changed[:, 0] += 1.0
+    assert not torch.allclose(model(changed, actions, timesteps)[0], velocity)
+    # Zeroing the long-term stream's value projection cuts long-term frames out of attention.
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn_long.qkv.weight[2 * model.cfg.width :] = 0
+            block.attn_long.qkv.bias[2 * model.cfg.width :] = 0
+        cut, _ = model(latents, actions, timesteps)
+        assert torch.equal(model(changed, actions, timesteps)[0], cut)
+
+
+def test_flex_rope_slope_zero_is_plain_rope_exactly():
+    model = random_model()
+    latents, actions, timesteps = _inputs(model, frames=6)
+    plain = model.velocity(latents, actions, timesteps)
+    model.flex_rope_slope = 0.5
+    decayed = model.velocity(latents, actions, timesteps)
+    assert not torch.allclose(decayed, plain, atol=1e-4)
+    model.flex_rope_slope = 0.0
+    assert torch.equal(model.velocity(latents, actions, timesteps), plain)
+    model.flex_rope_slope = [0.0] * model.cfg.heads
+    assert torch.equal(model.velocity(latents, actions, timesteps), plain)
+    model.flex_rope_slope = [0.0, 0.5]  # per head: only the second head decays
+    assert not torch.allclose(model.velocity(latents, actions, timesteps), decayed, atol=1e-4)
+
+
+def test_flex_rope_applies_to_cached_generation_too():
+    model = random_model(short_window=3)
+    latents, actions, _ = _inputs(model, batch=1, frames=4)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for slope in (0.0, 1.0):
+        model.flex_rope_slope = slope
+        state = model.new_state(1)
+        model.prefill(state, latents, actions)
+        outs.append(model.generate(state, torch.tensor([2]), noise=noise).latents)
+    assert not torch.allclose(outs[0], outs[1], atol=1e-4)
+
+
+def test_training_loss_is_reproducible_from_the_generator():
+    model = random_model(short_window=3, context_noise=0.1)
+    latents, actions, _ = _inputs(model, frames=6)
+    rewards = torch.randn(2, 6)
+    terminated = torch.rand(2, 6) < 0.3
+
+    def loss(seed):
+        return model.training_loss(latents, actions, rewards, terminated, torch.Generator().manual_seed(seed))
+
+    a, b, c = loss(0), loss(0), loss(1)
+    assert set(a) == {"loss", "flow", "reward", "termination"}
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(a["flow"], c["flow"])
+    a["loss"].backward()
+    assert model.embed_long.weight.grad.abs().sum() > 0  # long-term frames feed the loss
+    assert model.heads.reward[-1].weight.grad.abs().sum() > 0
+
+
+def test_training_loss_ignores_clean_and_long_frames_in_the_flow_term():
+    model = random_model(short_window=3, clean_context_prob=1.0, action_dropout=0.0)
+    latents, actions, _ = _inputs(model, frames=5)
+    out = model.training_loss(latents, actions, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool))
+    assert out["flow"] == 0.0  # every frame is context: nothing to denoise
+
+
+def test_multi_discrete_actions_and_null_rows():
+    model = random_model(action_nvec=(3, 2))
+    latents, _, timesteps = _inputs(model, frames=3)
+    actions = torch.tensor([[[3, 2], [0, 1], [2, 0]], [[3, 2], [1, 1], [0, 0]]])  # first frame: null
+    velocity = model.velocity(latents, actions, timesteps)
+    assert velocity.shape == (2, 3, 4, 8, 8)
+    with pytest.raises(ValueError):
+        model.velocity(latents, actions[..., 0], timesteps)
+
+
+def test_timestep_embedding_separates_flow_times():
+    emb = timestep_embedding(torch.tensor([[0.0, 0.5, 1.0]]), 64)
+    assert emb.shape == (1, 3, 64)
+    assert torch.equal(emb[0, 0, :32], torch.ones(32)) and torch.equal(emb[0, 0, 32:], torch.zeros(32))
+    assert (emb[0, 1] - emb[0, 2]).abs().max() > 0.5
+
+
+def test_flow_times_and_guidance():
+    assert flow_times(4).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+    v_c, v_u = torch.tensor([2.0]), torch.tensor([1.0])
+    assert guide(v_c, v_u, 1.0) == v_c and guide(v_c, v_u, 0.0) == v_u and guide(v_c, v_u, 3.0) == 4.0
+
+
+def test_euler_sampler_is_exact_on_a_straight_flow():
+    x0 = torch.randn(3, 4)
+    noise = torch.randn(3, 4)
+    calls = []
+
+    def velocity(x, s):
+        calls.append(x.shape[0])
+        half = x.shape[0] // 2 if x.shape[0] == 6 else 0
+        v = (x - x0.repeat(x.shape[0] // 3, 1)) / s  # the exact velocity towards x0
+        if half:
+            v[half:] = 0.0  # an unconditional branch that never moves
+        return v
+
+    assert torch.allclose(sample_euler(velocity, noise, 3, 1.0), x0, atol=1e-5)
+    assert calls == [3, 3, 3]
+    calls.clear()
+    # With guidance 2 the conditional velocity counts double: x ends at 2 x0 - noise.
+    assert torch.allclose(sample_euler(velocity, noise, 1, 2.0), 2 * x0 - noise, atol=1e-5)
+    assert calls == [6]
+
+
+def test_head_losses_weight_frames():
+    reward = torch.tensor([[1.0, 3.0]])
+    logit = torch.tensor([[0.0, 0.0]])
+    target = torch.tensor([[0.0, 0.0]])
+    terminated = torch.tensor([[True, False]])
+    r, t = head_losses(reward, logit, target, terminated, torch.tensor([[1.0, 0.0]]))
+    assert r == 1.0 and torch.isclose(t, torch.log(torch.tensor(2.0)))
+    r, _ = head_losses(reward, logit, target, terminated, torch.tensor([[1.0, 1.0]]))
+    assert r == 5.0
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it():
+    torch.manual_seed(0)
+    cfg = FARConfig.preset(
+        "tiny", latent_channels=4, short_window=4, clean_context_prob=0.5, action_dropout=0.0, max_long_frames=8
+    )
+    model = FARModel(cfg)
+    g = torch.Generator().manual_seed(0)
+    frames = 6
+    # A smooth, action-driven clip: each action shifts a pattern by a different amount.
+    base = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
+    actions = torch.tensor([[6, 1, 2, 1, 3, 2]])  # the first frame has no incoming action: null
+    clip = [base]
+    for a in actions[0, 1:]:
+        clip.append(torch.roll(clip[-1], shifts=int(a), dims=-1))
+    latents = torch.stack(clip, dim=1)
+    rewards = (actions == 2).float()
+    terminated = torch.zeros(1, frames, dtype=torch.bool)
+    terminated[0, -1] = True
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    batch = 8
+    for step in range(400):
+        # Prefixes of every length, so training sees each layout the rollout meets.
+        length = 2 + step % (frames - 1)
+        out = model.training_loss(
+            latents[:, :length].expand(batch, -1, -1, -1, -1),
+            actions[:, :length].expand(batch, -1),
+            rewards[:, :length].expand(batch, -1),
+            terminated[:, :length].expand(batch, -1),
+            g,
+        )
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+
+    model.eval()
+    state = model.new_state(1)
+    model.prefill(state, latents[:, :2], actions[:, :2])
+    noise = torch.Generator().manual_seed(1)
+    generated, predicted = [], []
+    for t in range(2, frames):
+        o = model.generate(state, actions[:, t], steps=4, generator=noise)
+        generated.append(o.latents)
+        predicted.append(o.reward)
+    generated = torch.stack(generated, dim=1)
+    error = (generated - latents[:, 2:]).pow(2).mean() / latents.var()
+    assert error < 0.05, f"rollout MSE {error:.4f} of the latent variance"
+    assert (torch.cat(predicted) - rewards[0, 2:]).abs().max() < 0.3
