@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, rollouts against real episodes, baselines."""
