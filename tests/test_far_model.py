@@ -11,7 +11,8 @@ from far_world.model.sampler import flow_times, guide, sample_euler
 
 def random_model(**overrides) -> FARModel:
     """A tiny model whose zero-initialized layers are made random, so that every path matters."""
-    cfg = FARConfig.preset("tiny", latent_channels=4, **overrides)
+    settings = dict(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=16)
+    cfg = FARConfig(**{**settings, **overrides})
     model = FARModel(cfg).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -30,8 +31,8 @@ def _inputs(model, batch=2, frames=5, seed=0):
     return latents, actions, timesteps
 
 
-def test_config_round_trip_and_presets():
-    cfg = FARConfig.preset("cpu", action_nvec=(3, 4))
+def test_config_round_trip_and_validation():
+    cfg = FARConfig(depth=6, width=256, heads=4, patch_size=2, action_nvec=(3, 4))
     assert FARConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.short_tokens == 16 and cfg.long_tokens == 4 and cfg.head_dim == 64
     with pytest.raises(ValueError):
@@ -39,7 +40,7 @@ def test_config_round_trip_and_presets():
     with pytest.raises(ValueError):
         FARConfig(patch_size=3)
     with pytest.raises(ValueError):
-        FARConfig.preset("huge")
+        FARConfig(short_window=1)
 
 
 @pytest.mark.parametrize("short_window, k", [(8, 2), (3, 3)])
@@ -59,20 +60,16 @@ def test_changing_frame_or_action_k_leaves_earlier_outputs_unchanged(short_windo
         assert not torch.allclose(v2[:, first:], velocity[:, first:])
 
 
-def test_a_long_term_frame_reaches_later_frames_through_its_own_projections():
+def test_long_term_frames_travel_through_their_own_projections():
     model = random_model(short_window=3)
-    latents, actions, timesteps = _inputs(model, frames=5)
-    velocity, _ = model(latents, actions, timesteps)
-    changed = latents.clone()
-    changed[:, 0] += 1.0
-    assert not torch.allclose(model(changed, actions, timesteps)[0], velocity)
-    # Zeroing the long-term stream's value projection cuts long-term frames out of attention.
-    with torch.no_grad():
-        for block in model.blocks:
-            block.attn_long.qkv.weight[2 * model.cfg.width :] = 0
-            block.attn_long.qkv.bias[2 * model.cfg.width :] = 0
-        cut, _ = model(latents, actions, timesteps)
-        assert torch.equal(model(changed, actions, timesteps)[0], cut)
+    for frames, has_long in ((5, True), (3, False)):
+        latents, actions, timesteps = _inputs(model, frames=frames)
+        before = model.velocity(latents, actions, timesteps)
+        with torch.no_grad():
+            model.embed_long.weight.add_(1.0)
+            model.blocks[0].attn_long.qkv.bias.add_(1.0)
+        after = model.velocity(latents, actions, timesteps)
+        assert torch.equal(before, after) != has_long
 
 
 def test_flex_rope_slope_zero_is_plain_rope_exactly():
@@ -183,11 +180,22 @@ def test_head_losses_weight_frames():
     assert r == 5.0
 
 
-@pytest.mark.slow
 def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it():
+    # One thread: on tensors this small a second thread costs more in synchronization than it
+    # brings, many times more when another process holds the other core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _overfit_and_roll_out()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _overfit_and_roll_out():
     torch.manual_seed(0)
-    cfg = FARConfig.preset(
-        "tiny", latent_channels=4, short_window=4, clean_context_prob=0.5, action_dropout=0.0, max_long_frames=8
+    cfg = FARConfig(
+        latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=8,
+        clean_context_prob=0.5, action_dropout=0.0,
     )
     model = FARModel(cfg)
     g = torch.Generator().manual_seed(0)
@@ -203,9 +211,9 @@ def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it():
     terminated = torch.zeros(1, frames, dtype=torch.bool)
     terminated[0, -1] = True
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     batch = 8
-    for step in range(400):
+    for step in range(800):
         # Prefixes of every length, so training sees each layout the rollout meets.
         length = 2 + step % (frames - 1)
         out = model.training_loss(

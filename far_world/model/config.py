@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -52,7 +52,7 @@ class FARConfig:
         for p in (self.patch_size, self.long_patch_size):
             if self.latent_size % p:
                 raise ValueError(f"patch size {p} does not divide latent_size {self.latent_size}")
-        # The generated frame is the newest of the short window: at least one frame must fit beside it.
+        # The short window holds the frame being generated and at least one context frame.
         if self.short_window < 2 or self.max_long_frames < 1:
             raise ValueError("short_window must be >= 2 and max_long_frames >= 1")
         if not self.action_nvec or min(self.action_nvec) < 1:
@@ -87,20 +87,3 @@ class FARConfig:
         if "action_nvec" in d:
             d["action_nvec"] = tuple(int(n) for n in d["action_nvec"])
         return cls(**d)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "FARConfig":
-        """A named preset (``tiny``, ``cpu``, ``gpu``) with fields overridden, e.g. ``action_nvec``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
-
-
-PRESETS: dict[str, FARConfig] = {
-    # Unit tests and smoke runs: seconds on a laptop CPU.
-    "tiny": FARConfig(depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=16),
-    # Trainable on a few CPU cores: patch 2 gives 16 tokens a frame, head dim 64 keeps RoPE's 16:24:24 split.
-    "cpu": FARConfig(depth=6, width=256, heads=4, patch_size=2, short_window=8, max_long_frames=64),
-    # FAR-B on the 8x8 latent: patch 1, 64 tokens a frame, the paper's 16-frame short window.
-    "gpu": FARConfig(depth=12, width=768, heads=12, patch_size=1, short_window=16, max_long_frames=256),
-}

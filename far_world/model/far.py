@@ -10,7 +10,8 @@ A frame's timestep says what it is: a flow time s in [0, 1] for a frame being de
 CONTEXT (-1) for a clean short-term context frame, LONG (-2) for a long-term frame. The
 markers get their own learned embeddings: clean context is distinct from "almost denoised"
 (s = 0), and FAR trains it with probability ``clean_context_prob`` so that inference, whose
-context is always clean, stays in distribution.
+context is always clean, stays in distribution. With context-noise augmentation a context
+frame's noise level is told through the flow-time embedding added to its marker.
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ class FARModel(nn.Module):
         denoised = (~clean[:, n_long:]).float()
         flow = (per_frame * denoised).sum() / denoised.sum().clamp_min(1.0)
         # The heads learn from every short-term frame, noisy ones weighted by how much of the
-        # frame is left (1 - s): at inference they read a clean re-encoded frame.
+        # frame is left (1 - s): at inference they read the finished frame as clean context.
         reward, termination_logit = self.heads(features)
         weight = torch.where(clean[:, n_long:], torch.ones_like(s[:, n_long:]), 1 - s[:, n_long:])
         reward_loss, termination_loss = head_losses(
@@ -349,6 +350,8 @@ class FARModel(nn.Module):
             return
         latents = latents.to(device, torch.float32)
         actions = self._action_components(actions.to(device), 2)
+        if latents.shape[0] not in (len(idx), state.batch_size):
+            raise ValueError(f"reset_rows flags {len(idx)} rows: give latents for those or for all {state.batch_size}")
         if latents.shape[0] != len(idx):
             latents, actions = latents[idx], actions[idx]
         keep = cfg.max_long_frames + cfg.short_window - 1
@@ -388,7 +391,8 @@ class FARModel(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Generation:
-        """The next frame of every row, which then joins the row's context clean.
+        """The next frame of every row, which then joins the row's context (noised to the state's
+        ``context_noise`` if set).
 
         actions (B,) or (B,K): the action into the new frame; ``steps`` Euler steps from s = 1 to 0;
         guidance w: v_u + w (v_c - v_u), the unconditional branch with the null action everywhere
