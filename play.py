@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
     p.add_argument("--steps", type=int, default=None, help="sampling steps per frame (default: checkpoint's)")
     p.add_argument("--context", default="prompts", help="'prompts' or a folder of episodes to start from")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the world (prompt choice and sampling noise)")
+    p.add_argument("--policy-seed", type=int, default=None, help="seed of the random agent (default: --seed)")
     p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     keymap = build_keymap(world.action_names)
     agents = {"human": None}
     agent_spec = args.policy if args.policy != "human" else args.agent
-    agents["agent"] = load_agent(agent_spec, env.action_space, seed=args.seed)
+    agents["agent"] = load_agent(agent_spec, env.action_space, seed=args.seed if args.policy_seed is None else args.policy_seed)
     controller = "human" if args.policy == "human" else "agent"
 
     real_env = None
