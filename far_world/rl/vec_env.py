@@ -1,0 +1,108 @@
+"""The VecEnvs agents train on: the learned world (native vector FARWorld-v0) and, for reference, the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import gymnasium
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from envs.far_world_vector import FARWorldVectorEnv
+from envs.real import make_real_world
+
+
+class ImaginationVecEnv(VecEnv):
+    """SB3 VecEnv over a :class:`FARWorldVectorEnv`: every world steps in one batched forward pass.
+
+    SB3 expects same-step autoreset: the step that ends an episode returns the next episode's
+    first frame, with the last frame in ``info["terminal_observation"]``. The native env resets
+    one step later (Gymnasium's default), which would hand SB3 one transition per episode whose
+    action is ignored and whose reward is 0. So this adapter owns the stepping: it drives the
+    native env's ``world`` and ``context`` directly and restarts ended worlds in the same step;
+    the native env is only reset through here, never stepped (do not step it alongside).
+
+    Episodes end when the world model's termination head fires (``terminated``) or after
+    ``max_episode_steps`` of the native env (truncated: ``info["TimeLimit.truncated"]``, which
+    SB3 bootstraps from, since an imagination horizon is not a real end).
+    """
+
+    def __init__(self, venv: gymnasium.vector.VectorEnv) -> None:
+        native = venv.unwrapped
+        if not isinstance(native, FARWorldVectorEnv):
+            raise TypeError(f"ImaginationVecEnv wraps FARWorld-v0's native vector env, got {type(native).__name__}")
+        self.venv = native
+        self.horizon = native.max_episode_steps
+        self._steps = np.zeros(native.num_envs, np.int64)
+        self._obs = np.zeros((native.num_envs, *native.single_observation_space.shape), np.uint8)
+        self._actions: np.ndarray | None = None
+        super().__init__(native.num_envs, native.single_observation_space, native.single_action_space)
+
+    def reset(self) -> VecEnvObs:
+        # One generator drives all worlds, so only the first seed SB3 hands out is used.
+        obs, _ = self.venv.reset(seed=self._seeds[0])
+        self._reset_seeds()
+        self._reset_options()
+        self._steps[:] = 0
+        self._obs = obs
+        return obs.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, *self.action_space.shape)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("call step_async() before step_wait()")
+        out = self.venv.world.step(self._actions)
+        self._actions = None
+        self._steps += 1
+        terminated = out.terminated.astype(bool)
+        truncated = (self._steps >= self.horizon) & ~terminated
+        dones = terminated | truncated
+        obs = out.frames.copy()
+        infos: list[dict[str, Any]] = [{"TimeLimit.truncated": bool(t)} for t in truncated]
+        for i in np.flatnonzero(dones):
+            infos[i]["terminal_observation"] = obs[i].copy()
+        if dones.any():
+            frames, actions = self._sample_contexts(int(dones.sum()))
+            self.venv.world.reset_rows(dones, frames, actions)
+            obs[dones] = frames[:, -1]
+            self._steps[dones] = 0
+        self._obs = obs
+        return obs.copy(), out.rewards.astype(np.float32), dones, infos
+
+    def _sample_contexts(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.venv.context.sample(self.venv.np_random) for _ in range(n)]
+        return np.stack([f for f, _ in pairs]), np.stack([a for _, a in pairs])
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return list(self._obs.copy())
+
+    # The worlds share one native env, so attributes and methods live once for all indices.
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gymnasium.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+def make_real_vec_env(world_spec: str, num_envs: int, seed: int = 0) -> VecEnv:
+    """``num_envs`` copies of a real world (seeds seed..seed+num_envs-1), stepped in turn in this process.
+
+    In-process stepping suits doom (thousands of steps/s); each world ends its own episodes.
+    """
+    return DummyVecEnv([partial(make_real_world, world_spec, seed=seed + i) for i in range(num_envs)])
