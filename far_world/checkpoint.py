@@ -157,7 +157,8 @@ def _load_payload(path: str | os.PathLike, kind: str, keys: tuple[str, ...]) -> 
 def save_world_checkpoint(path: str | os.PathLike, ckpt: WorldCheckpoint) -> Path:
     """Write ``ckpt`` atomically as one file; raises TypeError if any field is not plain data."""
     if ckpt.prompt_frames.dtype != torch.uint8 or ckpt.prompt_frames.ndim != 5:
-        raise ValueError(f"prompt_frames must be uint8 (P,T,H,W,3), got {ckpt.prompt_frames.dtype} {tuple(ckpt.prompt_frames.shape)}")
+        got = f"{ckpt.prompt_frames.dtype} {tuple(ckpt.prompt_frames.shape)}"
+        raise ValueError(f"prompt_frames must be uint8 (P,T,H,W,3), got {got}")
     if tuple(ckpt.prompt_actions.shape[:2]) != tuple(ckpt.prompt_frames.shape[:2]):
         raise ValueError("prompt_actions must have one action per prompt frame")
     payload = {

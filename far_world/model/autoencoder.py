@@ -42,7 +42,8 @@ class AEConfig:
         if self.image_size != self.latent_size * factor:
             raise ValueError(
                 f"stem_factor {self.stem_factor} and {len(self.channels)} stages downsample by {factor}, "
-                f"but image_size {self.image_size} / latent_size {self.latent_size} needs {self.image_size // self.latent_size}"
+                f"but image_size {self.image_size} / latent_size {self.latent_size} "
+                f"needs {self.image_size // self.latent_size}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,7 +146,8 @@ class FrameAutoencoder(nn.Module):
     @torch.no_grad()
     def fit_latent_stats(self, frames: torch.Tensor, batch_size: int = 256) -> None:
         """Set the per-channel latent mean/std from uint8 frames (N, H, W, 3) of the training set."""
-        zs = [self.encode_raw(frames_to_float(frames[i : i + batch_size], self._device())) for i in range(0, len(frames), batch_size)]
+        chunks = [frames[i : i + batch_size] for i in range(0, len(frames), batch_size)]
+        zs = [self.encode_raw(frames_to_float(chunk, self._device())) for chunk in chunks]
         z = torch.cat(zs).transpose(0, 1).reshape(self.cfg.latent_channels, -1)
         self.latent_mean.copy_(z.mean(dim=1))
         # The floor keeps a dead channel from being blown up to unit variance from numerical noise.

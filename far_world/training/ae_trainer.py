@@ -43,7 +43,10 @@ class AETrainer:
         self.optimizer.step()
         self.step += 1
         seconds = time.perf_counter() - start
-        return {"l1": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm), "images_per_s": cfg.batch_size / seconds}
+        return {
+            "l1": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm),
+            "images_per_s": cfg.batch_size / seconds,
+        }  # fmt: skip
 
     @torch.no_grad()
     def fit_latent_stats(self) -> None:
@@ -85,5 +88,6 @@ def held_out_frames(folder: str, count: int) -> torch.Tensor:
 def reconstruction_psnr(ae: FrameAutoencoder, frames: torch.Tensor, batch_size: int = 256) -> float:
     """Mean per-frame PSNR (dB) of encode -> decode on uint8 frames (N, H, W, 3)."""
     ae.eval()
-    decoded = torch.cat([ae.decode(ae.encode(frames[i : i + batch_size])).cpu() for i in range(0, len(frames), batch_size)])
+    chunks = [frames[i : i + batch_size] for i in range(0, len(frames), batch_size)]
+    decoded = torch.cat([ae.decode(ae.encode(chunk)).cpu() for chunk in chunks])
     return psnr(frames, decoded)

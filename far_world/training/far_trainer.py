@@ -78,21 +78,25 @@ class FARTrainer:
     def __init__(self, cfg: FARTrainConfig, dataset: ClipDataset, dist: DistInfo) -> None:
         if cfg.batch_size % (dist.world_size * cfg.micro_batches):
             raise ValueError(
-                f"batch_size {cfg.batch_size} must split into {dist.world_size} ranks x {cfg.micro_batches} micro-batches"
+                f"batch_size {cfg.batch_size} must split into {dist.world_size} ranks "
+                f"x {cfg.micro_batches} micro-batches"
             )
         self.cfg, self.dataset, self.dist = cfg, dataset, dist
         self.longest = int(dataset.store.lengths.max())
-        # Same initial weights on every rank (DDP also broadcasts rank 0's, this makes it moot).
+        # Seeded: a run is reproducible, and every rank starts from the same weights (as DDP requires).
         torch.manual_seed(cfg.seed)
         self.model = FARModel(cfg.far).to(dist.device)
         self.loss_module: nn.Module = _TrainingLoss(self.model)
         if dist.distributed:
-            # Clips no longer than the short window leave the long-term projections unused.
+            # Some parameters get no gradient in a step: the last block's long-term query and output
+            # weights feed nothing, and clips within the short window leave the whole long-term
+            # stream unused. Without find_unused_parameters their gradient bucket would never be
+            # reduced: ranks would silently keep their own gradients.
             self.loss_module = DistributedDataParallel(
                 self.loss_module,
                 device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                broadcast_buffers=False,
-                find_unused_parameters=cfg.min_clip_frames <= cfg.far.short_window,
+                forward_sync_buffers=False,  # the model's buffers are constants
+                find_unused_parameters=True,
             )
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,

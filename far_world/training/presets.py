@@ -3,17 +3,16 @@
 A run starts from a preset, overrides fields from the command line (``lr=3e-4``,
 ``far.depth=4``), and writes the exact config it used next to its outputs.
 
-Preset choices (measured on the 2-core CPU of docs/results; see benchmarks/train_speed.py):
-``cpu`` uses patch 2 (16 tokens a frame) and width 384 so that its matmuls are large enough
-to run at >= 30% of the CPU's fp32 matmul peak while a step still takes about a second;
-``gpu`` is FAR-B (12 x 768, patch 1) with bf16 autocast.
+``cpu``: 6 x 256 with patch 2 (16 tokens a frame; head dim 64 keeps RoPE's 16:24:24 split)
+runs at ~0.7 of this 2-core CPU's fp32 matmul peak (benchmarks/train_speed.py), well above
+the 0.3 floor, and small enough for ~3,000 steps in an hour. ``gpu``: FAR-B.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,7 +87,8 @@ class FARTrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if not 1 <= self.min_clip_frames <= self.max_clip_frames:
-            raise ValueError(f"need 1 <= min_clip_frames <= max_clip_frames, got {self.min_clip_frames}, {self.max_clip_frames}")
+            got = f"{self.min_clip_frames}, {self.max_clip_frames}"
+            raise ValueError(f"need 1 <= min_clip_frames <= max_clip_frames, got {got}")
         if self.batch_size < 1 or self.micro_batches < 1:
             raise ValueError("batch_size and micro_batches must be >= 1")
 
@@ -128,15 +128,19 @@ AE_PRESETS: dict[str, AETrainConfig] = {
 }
 
 FAR_PRESETS: dict[str, FARTrainConfig] = {
+    # Tests and smoke runs: seconds. Latent channels match the tiny autoencoder.
     "tiny": FARTrainConfig(
         far=FARConfig(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=16),
         batch_size=4, min_clip_frames=3, max_clip_frames=8, steps=20, warmup_steps=2,
         num_prompts=2, prompt_frames=4, log_every=1, ckpt_every=5,
     ),
+    # 6 x 256, patch 2: a step of 16 clips x 16 frames (2,560 tokens) takes ~1.2 s on the 2-core
+    # CPU at ~0.7 of its fp32 matmul peak, so 3,000 steps fit in about an hour.
     "cpu": FARTrainConfig(
-        far=FARConfig(depth=6, width=384, heads=6, patch_size=2, short_window=8, max_long_frames=64),
+        far=FARConfig(depth=6, width=256, heads=4, patch_size=2, short_window=8, max_long_frames=64),
         batch_size=16, min_clip_frames=8, max_clip_frames=24, steps=3000, lr=5e-4, warmup_steps=150,
     ),
+    # FAR-B (12 x 768, patch 1, 16-frame short window), bf16 autocast on CUDA.
     "gpu": FARTrainConfig(
         far=FARConfig(depth=12, width=768, heads=12, patch_size=1, short_window=16, max_long_frames=256),
         batch_size=64, min_clip_frames=16, max_clip_frames=96, steps=200000, lr=1e-4, warmup_steps=2000,
@@ -175,31 +179,36 @@ def _parse_value(text: str, current: Any) -> Any:
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """A copy of ``cfg`` with ``key=value`` overrides applied; dotted keys reach nested configs.
 
+    All overrides are applied before the configs validate themselves, so fields that must
+    change together (``far.width=512 far.heads=8``) can.
+
     >>> apply_overrides(FAR_PRESETS["tiny"], ["lr=1e-3", "far.depth=3"]).far.depth
     3
     """
+    d = cfg.to_dict()  # type: ignore[attr-defined]
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
-        key, text = item.split("=", 1)
-        cfg = _set_path(cfg, key.strip().split("."), text.strip(), key)
-    return cfg
-
-
-def _set_path(obj: Any, path: list[str], text: str, full_key: str) -> Any:
-    names = {f.name for f in fields(obj)}
-    if path[0] not in names:
-        raise ValueError(f"unknown config field {full_key!r}; {type(obj).__name__} has {sorted(names)}")
-    current = getattr(obj, path[0])
-    if len(path) == 1:
+        key, text = (part.strip() for part in item.split("=", 1))
+        *parents, name = key.split(".")
+        owner, target = cfg, d
+        for parent in parents:
+            owner = _field(owner, parent, key)
+            if not dataclasses.is_dataclass(owner):
+                raise ValueError(f"{key!r}: {parent} has no fields")
+            target = target[parent]
+        current = _field(owner, name, key)
         if dataclasses.is_dataclass(current):
-            raise ValueError(f"{full_key!r} is a nested config: set its fields ({full_key}.FIELD=...)")
-        value = _parse_value(text, current)
-    else:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"{full_key!r}: {path[0]} has no fields")
-        value = _set_path(current, path[1:], text, full_key)
-    return replace(obj, **{path[0]: value})
+            raise ValueError(f"{key!r} is a nested config: set its fields ({key}.FIELD=...)")
+        target[name] = _parse_value(text, current)
+    return type(cfg).from_dict(d)  # type: ignore[attr-defined]
+
+
+def _field(obj: Any, name: str, full_key: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    if name not in names:
+        raise ValueError(f"unknown config field {full_key!r}; {type(obj).__name__} has {sorted(names)}")
+    return getattr(obj, name)
 
 
 def write_config(cfg: Any, path: str | Path) -> Path:

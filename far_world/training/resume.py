@@ -31,4 +31,7 @@ def check_resumable(saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """
     diffs = [d for d in config_differences(saved, requested) if not d.startswith("steps:")]
     if diffs:
-        raise ValueError("the run folder holds a run with another config; use a new --out or the same settings:\n  " + "\n  ".join(diffs))
+        listing = "\n  ".join(diffs)
+        raise ValueError(
+            f"the run folder holds a run with another config; use a new --out or the same settings:\n  {listing}"
+        )
