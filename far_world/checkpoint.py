@@ -9,6 +9,7 @@ corrupt, foreign, too new, incomplete) raises :class:`CheckpointError` naming th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
@@ -202,6 +203,16 @@ def load_world_checkpoint(path: str | os.PathLike) -> WorldCheckpoint:
         summary=dict(p["summary"]),
         world=str(p["world"]),
     )
+
+
+def with_half_precision_weights(ckpt: WorldCheckpoint) -> WorldCheckpoint:
+    """A copy whose floating-point FAR weights are stored as float16, halving a released file.
+
+    Loading casts them back into the model's float32 parameters; the autoencoder (small, and
+    its latent statistics set the scale of everything) keeps float32.
+    """
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.far_state.items()}
+    return dataclasses.replace(ckpt, far_state=half)
 
 
 # -- the trained autoencoder on its own (train_ae's output, train_far's input) -------------------

@@ -229,3 +229,19 @@ def test_training_state_round_trip_restores_rng(tmp_path):
     restore_rng_state(back.rng)
     got = (random.random(), np.random.rand(), torch.rand(2))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_half_precision_release_loads_into_float32_model(tmp_path):
+    from conftest import make_tiny_world_checkpoint
+
+    from far_world.checkpoint import with_half_precision_weights
+    from far_world.world import WorldModel
+
+    full = make_tiny_world_checkpoint(tmp_path / "full.pt")
+    save_world_checkpoint(tmp_path / "half.pt", with_half_precision_weights(full))
+    assert (tmp_path / "half.pt").stat().st_size < 0.75 * (tmp_path / "full.pt").stat().st_size
+    world = WorldModel.load(tmp_path / "half.pt")
+    name, weight = next(world.far.named_parameters())
+    assert weight.dtype == torch.float32
+    reference = full.far_state[name]
+    assert torch.allclose(weight, reference, atol=1e-3) and not torch.equal(weight, reference)
