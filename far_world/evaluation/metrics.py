@@ -2,6 +2,9 @@
 
 PSNR and SSIM follow torchmetrics' definitions (SSIM: 11x11 Gaussian window, sigma 1.5,
 k1 0.01, k2 0.03, valid region only), so numbers are comparable with published tables.
+One departure: torchmetrics gives +inf dB for identical frames; we cap PSNR at
+``PSNR_CAP_DB`` (MSE clamped at 1e-10), so that a mean over frames stays finite when a
+prediction is exact somewhere (a static scene copied by the copy-last-frame baseline).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import linalg
+
+PSNR_CAP_DB = 100.0
 
 
 def _to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -23,7 +28,7 @@ def _to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 def psnr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     """Per-frame PSNR in dB of uint8 frames (..., H, W, 3); returns shape (...)."""
     lead = np.asarray(reference).shape[:-3]
-    mse = (_to_float(reference) - _to_float(estimate)).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    mse = (_to_float(reference) - _to_float(estimate)).pow(2).flatten(1).mean(1).clamp_min(10 ** (-PSNR_CAP_DB / 10))
     return (10 * torch.log10(1.0 / mse)).numpy().reshape(lead)
 
 
@@ -54,9 +59,14 @@ def ssim(reference: np.ndarray, estimate: np.ndarray, window: int = 11, sigma: f
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance between two Gaussians (the distance behind FID and FVD)."""
+    """Fréchet distance between two Gaussians (the distance behind FID and FVD):
+    |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), for means (D,) and covariances (D, D)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    # Singular covariances (fewer samples than feature dims, as with few videos) can make the
+    # square root non-finite: a tiny ridge on both makes it well defined.
     if not np.isfinite(covmean).all():
         offset = np.eye(len(sigma1)) * 1e-6
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
@@ -65,6 +75,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of features (N, D)."""
+    """Mean (D,) and covariance (D, D) of features (N, D), N >= 2."""
     features = np.asarray(features, dtype=np.float64)
-    return features.mean(0), np.cov(features, rowvar=False)
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"feature statistics need (N>=2, D) features, got shape {features.shape}")
+    return features.mean(0), np.atleast_2d(np.cov(features, rowvar=False))

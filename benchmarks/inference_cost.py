@@ -1,0 +1,177 @@
+"""Inference cost of one generated frame against episode length, and its achieved FLOP/s.
+
+    python benchmarks/inference_cost.py [--ckpt PATH | --preset cpu] [--lengths 16,64,256,1024] [--batch 1]
+
+Prints the hardware and the fp32 matmul peak measured in this run, then one row per episode
+length L (the frame being generated is frame L; the context holds what the cache keeps of the
+L-1 before it):
+  step_ms         one step: the Euler steps of the flow, the frame joining the cache, and the
+                  autoencoder decode (what WorldModel.step costs, without the Python checks)
+  gflop           FLOPs of that step: matmuls and convolutions as FlopCounterMode counts them,
+                  plus attention counted from the shapes of each attention call (4 Nq Nk Dh per
+                  head; the CPU's fused attention kernel is not in the counter's table)
+  achieved/peak   gflop / step time, over the matmul peak measured right after the timed steps
+  uncached_ms     the same frame without a cache: every Euler step a full forward pass over
+                  the L frames (measured for L <= --uncached-max)
+The cache keeps at most max_long_frames + short_window - 1 frames: past that the cost of a step
+stops growing, which is what the long/short-term cache is for.
+Without --ckpt (and no released checkpoint) the model has random weights of --preset's shape:
+speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from far_world.checkpoint import WorldCheckpoint
+from far_world.hardware import describe_hardware, measure_matmul_peak
+from far_world.model.autoencoder import AEConfig, FrameAutoencoder
+from far_world.model.far import FARModel
+from far_world.training.presets import AE_PRESETS, FAR_PRESETS
+from far_world.world import WorldModel, default_checkpoint_path
+
+
+def random_world(preset: str) -> WorldModel:
+    """A world of the preset's shapes with random weights (nothing is trained or saved)."""
+    far_cfg = FAR_PRESETS[preset].far
+    ae = FrameAutoencoder(AEConfig.from_dict({**AE_PRESETS[preset].ae.to_dict(), "latent_channels": far_cfg.latent_channels}))
+    prompt = torch.zeros(1, 2, ae.cfg.image_size, ae.cfg.image_size, 3, dtype=torch.uint8)
+    nvec = far_cfg.action_nvec
+    ckpt = WorldCheckpoint(
+        far_cfg, ae.cfg, ae.state_dict(), FARModel(far_cfg).state_dict(), [str(i) for i in range(nvec[0])],
+        {"type": "discrete", "n": nvec[0]}, prompt, torch.full((1, 2), nvec[0]), {"note": "random weights"}, "benchmark",
+    )  # fmt: skip
+    return WorldModel(ckpt)
+
+
+@contextlib.contextmanager
+def counting_attention(total: list[float]) -> Iterator[None]:
+    """Add 4 * B * H * Nq * Nk * Dh to ``total[0]`` for each attention call made inside."""
+    original = F.scaled_dot_product_attention
+
+    def counted(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        total[0] += 4.0 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
+        return original(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = counted
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+class Stepper:
+    """One batch of worlds at a given episode length, stepped as WorldModel.step does."""
+
+    def __init__(self, world: WorldModel, length: int, batch: int, seed: int = 0) -> None:
+        cfg = world.far.cfg
+        self.world, self.batch = world, batch
+        self.generator = torch.Generator().manual_seed(seed)
+        latents = torch.randn(batch, length - 1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=self.generator)
+        actions = torch.randint(0, cfg.action_nvec[0], (batch, length - 1), generator=self.generator)
+        actions[:, 0] = cfg.action_nvec[0]
+        self.state = world.far.new_state(batch)
+        world.far.prefill(self.state, latents, actions, generator=self.generator)
+
+    def step(self) -> None:
+        w = self.world
+        actions = torch.randint(0, w.far.cfg.action_nvec[0], (self.batch,), generator=self.generator)
+        out = w.far.generate(self.state, actions, steps=w.sampling_steps, guidance=w.guidance, generator=self.generator)
+        with torch.no_grad():
+            w.autoencoder.decode(out.latents)
+
+
+def step_flops(world: WorldModel, length: int, batch: int) -> float:
+    """FLOPs of one step at episode length ``length`` (see the module doc)."""
+    stepper = Stepper(world, length, batch)
+    attention = [0.0]
+    with FlopCounterMode(display=False) as counter, counting_attention(attention):
+        stepper.step()
+    return counter.get_total_flops() + attention[0]
+
+
+def uncached_ms(world: WorldModel, length: int, batch: int) -> float:
+    """Milliseconds of one frame generated by full forward passes over all ``length`` frames."""
+    cfg = world.far.cfg
+    latents = torch.randn(batch, length, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    actions = torch.randint(0, cfg.action_nvec[0], (batch, length))
+    timesteps = torch.full((batch, length), -1.0)
+    timesteps[:, -1] = 0.5
+    passes = world.sampling_steps * (1 if world.guidance == 1.0 else 2)
+    with torch.no_grad():
+        world.far.velocity(latents, actions, timesteps)  # warm-up
+        start = time.perf_counter()
+        world.far.velocity(latents, actions, timesteps)
+    return (time.perf_counter() - start) * passes * 1e3
+
+
+def measure(world: WorldModel, length: int, batch: int, steps: int, uncached_max: int) -> dict:
+    flops = step_flops(world, length, batch)
+    stepper = Stepper(world, length, batch)
+    stepper.step()  # warm-up: allocator, RoPE tables, the first long-term write
+    start = time.perf_counter()
+    for _ in range(steps):
+        stepper.step()
+    seconds = (time.perf_counter() - start) / steps
+    peak = measure_matmul_peak(min_seconds=0.5) * 1e9
+    cfg = world.far.cfg
+    return {
+        "length": length,
+        "context_held": min(length - 1, cfg.max_long_frames + cfg.short_window - 1),
+        "batch": batch,
+        "step_ms": round(seconds * 1e3, 2),
+        "frames_per_s": round(batch / seconds, 1),
+        "gflop": round(flops / 1e9, 3),
+        "achieved_gflop_s": round(flops / seconds / 1e9, 1),
+        "peak_gflop_s": round(peak / 1e9, 1),
+        "achieved_over_peak": round(flops / seconds / peak, 3),
+        "uncached_ms": round(uncached_ms(world, length, batch), 1) if length <= uncached_max else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default=None, help="checkpoint (default: the released one if present, else --preset)")
+    p.add_argument("--preset", default="cpu", choices=sorted(FAR_PRESETS), help="model shape with random weights")
+    p.add_argument("--lengths", default="16,64,256,1024", help="episode lengths (frames)")
+    p.add_argument("--batch", type=int, default=1, help="worlds stepped together")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per length")
+    p.add_argument("--uncached-max", type=int, default=256, help="longest episode timed without the cache")
+    p.add_argument("--sampling-steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = args.ckpt or (default_checkpoint_path() if default_checkpoint_path().is_file() else None)
+    world = WorldModel.load(ckpt) if ckpt else random_world(args.preset)
+    world.configure(sampling_steps=args.sampling_steps, guidance=args.guidance)
+    cfg = world.far.cfg
+    print(json.dumps({"hardware": describe_hardware()}))
+    print(json.dumps({
+        "model": str(ckpt) if ckpt else f"random weights, preset {args.preset}",
+        "shape": f"{cfg.depth}x{cfg.width} patch {cfg.patch_size}, short window {cfg.short_window}, max long {cfg.max_long_frames}",
+        "sampling_steps": world.sampling_steps, "guidance": world.guidance,
+    }))  # fmt: skip
+    rows = []
+    for length in (int(x) for x in args.lengths.split(",")):
+        row = measure(world, length, args.batch, args.steps, args.uncached_max)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    growth = rows[-1]["step_ms"] / rows[0]["step_ms"]
+    ratio = float(np.mean([r["achieved_over_peak"] for r in rows]))
+    print(json.dumps({"step_ms_longest_over_shortest": round(growth, 2), "mean_achieved_over_peak": round(ratio, 3)}))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""metrics.json -> results.md (Markdown tables) and PNG plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers, and no GUI toolkit to import
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]], digits: int = 2) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v, digits) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def shown_horizons(horizon: int) -> list[int]:
+    """Horizons worth a column: 1, 2, 4, 8, ... and the last one."""
+    out, h = [], 1
+    while h < horizon:
+        out.append(h)
+        h *= 2
+    return out + [horizon]
+
+
+def _fidelity(m: dict) -> str:
+    hs = shown_horizons(m["horizon"])
+    header = ["predictor", *[f"PSNR@{h}" for h in hs], "mean PSNR", "mean SSIM", "mean LPIPS", "FVD"]
+    rows = [
+        [name, *[s["psnr"][h - 1] for h in hs], s["mean_psnr"], s["mean_ssim"], s.get("mean_lpips"), m["fvd"].get(name)]
+        for name, s in m["scores"].items()
+    ]
+    text = f"{m['windows']} windows, {m['context']} context frames, horizons 1..{m['horizon']} (PSNR in dB).\n\n"
+    return text + _table(header, rows) + _notes(m.get("notes", []))
+
+
+def _actions(m: dict) -> str:
+    hs = shown_horizons(m["horizon"])
+    header = ["future actions", *[f"PSNR@{h}" for h in hs], "mean PSNR", "mean SSIM"]
+    rows = [[name, *[s["psnr"][h - 1] for h in hs], s["mean_psnr"], s["mean_ssim"]] for name, s in m["scores"].items()]
+    rows.append(["gap true - shuffled", *[m["psnr_gap_shuffled"][h - 1] for h in hs], m["mean_psnr_gap_shuffled"], None])
+    rows.append(["gap true - null", *[m["psnr_gap_null"][h - 1] for h in hs], m["mean_psnr_gap_null"], None])
+    text = _table(header, rows)
+    if m.get("idm_accuracy"):
+        acc = m["idm_accuracy"]
+        idm_rows = [[k, v] for k, v in acc.items()]
+        if "idm_real_test_accuracy" in m:
+            idm_rows.insert(0, ["real test pairs (random)", m["idm_real_test_accuracy"]])
+        t = m.get("idm_training", {})
+        text += (
+            f"\n\nInverse-dynamics model ({t.get('steps')} steps, {_fmt(t.get('seconds'), 0)} s): accuracy "
+            "on the frame pairs of each source, against the actions they were made with.\n\n"
+        )
+        text += _table(["frame pairs", "IDM accuracy"], idm_rows, 3)
+    elif "idm_skipped" in m:
+        text += f"\n\nInverse dynamics skipped: {m['idm_skipped']}"
+    return text
+
+
+def _memory(m: dict) -> str:
+    header = ["variant", "revisits", "PSNR long", "PSNR short", "gain (dB)", "± s.e.",
+              "SSIM long", "SSIM short", "long better", "PSNR earlier view"]  # fmt: skip
+    rows = []
+    for name in ("open_loop", "teacher_forced"):
+        if name in m:
+            v = m[name]
+            rows.append([name, v["revisits"], v["psnr_long"], v["psnr_short"], v["psnr_gain"], v["psnr_gain_stderr"],
+                         v["ssim_long"], v["ssim_short"], v["long_better_share"], v["psnr_earlier_view"]])  # fmt: skip
+    text = (
+        f"Revisit frames generated with long-term context (long) and with the short window of {m['short_window']} "
+        f"frames only (short); the cache reaches {m['cache_reach']} frames back, open-loop rollouts start {m['span']} "
+        f"frames before the revisit (or at the episode start). Long-term context off: {m['long_context_off']}.\n\n"
+    )
+    return text + _table(header, rows)
+
+
+def _extrapolation(m: dict) -> str:
+    header = ["setting", "slope", *[f"PSNR {b}" for b in m["buckets"]]]
+    rows = [[name, m["slopes"][name], *vals] for name, vals in m["psnr_per_bucket"].items()]
+    text = (
+        f"{m['windows']} windows, {m['context']} context frames, generated to position {m['context'] + m['horizon']}; "
+        f"training clips of {m['train_len']} frames. Buckets are frame positions (lo, hi].\n\n"
+    )
+    text += _table(header, rows)
+    if m["sweep_psnr_beyond_train_len"]:
+        sweep = ", ".join(f"{k}: {v:.2f}" for k, v in m["sweep_psnr_beyond_train_len"].items())
+        text += (
+            f"\n\nFlexRoPE sweep on {m['tuned_on']} (mean PSNR beyond position {m['train_len']}): {sweep}; "
+            f"chosen {m['tuned_slope']}."
+        )
+    return text + _notes(m.get("notes", []))
+
+
+def _teco(m: dict) -> str:
+    p = m["protocol"]
+    text = (
+        f"{m['videos']} videos; PSNR/SSIM/LPIPS on {p['predicted']} frames predicted from {p['context']}, "
+        f"FVD on all frames with {p['fvd_context']} context and {p['fvd_generated']} generated.\n\n"
+    )
+    table = _table(["PSNR", "SSIM", "LPIPS", "FVD"], [[m["psnr"], m["ssim"], m["lpips"], m["fvd"]]], 3)
+    return text + table + _notes(m.get("notes", []))
+
+
+def _notes(notes: list[str]) -> str:
+    return "".join(f"\n\n- {n}" if i == 0 else f"\n- {n}" for i, n in enumerate(notes))
+
+
+SECTIONS = {
+    "fidelity": ("Fidelity per horizon", _fidelity),
+    "actions": ("Action following", _actions),
+    "memory": ("Long-context memory (revisits)", _memory),
+    "extrapolation": ("Extrapolation", _extrapolation),
+    "teco": ("FAR/TECO protocol", _teco),
+}
+
+
+def markdown_report(metrics: dict) -> str:
+    """The Markdown page of a metrics dict (train/evaluate.py's results.md)."""
+    s = metrics["settings"]
+    sampling = s["sampling"]
+    parts = [
+        f"# Evaluation of `{metrics['checkpoint']}`",
+        f"Data: `{s['data']['test']}`. Sampling: {sampling['sampling_steps']} Euler steps, guidance "
+        f"{sampling['guidance']}, FlexRoPE slope {sampling['flex_rope_slope']}. LPIPS: "
+        f"{'on' if s['lpips'] else 'off (no weights)'}; FVD: {'on' if s['fvd'] else 'off (no weights)'}.",
+    ]
+    for key, (title, render) in SECTIONS.items():
+        if key not in metrics:
+            continue
+        body = f"Skipped: {metrics[key]['skipped']}" if "skipped" in metrics[key] else render(metrics[key])
+        parts.append(f"## {title}\n\n{body}")
+    if metrics.get("notes"):
+        parts.append("## Notes" + _notes(metrics["notes"]))
+    timing = metrics.get("timing", {})
+    if timing:
+        rows = [[k, v["seconds"], v["estimated_seconds"]] for k, v in timing.items()]
+        parts.append("## Time\n\n" + _table(["protocol", "seconds", "estimated"], rows, 1))
+    parts.append(f"Command: `{metrics['command']}`")
+    return "\n\n".join(parts) + "\n"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_plots(metrics: dict, out: str | Path) -> list[Path]:
+    """One PNG per protocol that ran; returns their paths."""
+    out = Path(out)
+    paths = []
+    if "scores" in metrics.get("fidelity", {}):
+        m = metrics["fidelity"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for name, s in m["scores"].items():
+            h = range(1, len(s["psnr"]) + 1)
+            axes[0].plot(h, s["psnr"], label=name)
+            axes[1].plot(h, s["ssim"], label=name)
+        axes[0].set(xlabel="horizon (frames)", ylabel="PSNR (dB)", title="fidelity")
+        axes[1].set(xlabel="horizon (frames)", ylabel="SSIM")
+        axes[0].legend(fontsize=8)
+        paths.append(_save(fig, out / "fidelity.png"))
+    if "scores" in metrics.get("actions", {}):
+        m = metrics["actions"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for name, s in m["scores"].items():
+            axes[0].plot(range(1, len(s["psnr"]) + 1), s["psnr"], label=f"{name} actions")
+        axes[0].set(xlabel="horizon (frames)", ylabel="PSNR (dB)", title="action following")
+        axes[0].legend(fontsize=8)
+        acc = m.get("idm_accuracy", {})
+        if acc:
+            axes[1].bar(list(acc), list(acc.values()))
+            axes[1].set(ylabel="IDM accuracy", ylim=(0, 1), title="inverse dynamics")
+            axes[1].tick_params(axis="x", labelrotation=30, labelsize=8)
+        else:
+            axes[1].axis("off")
+        paths.append(_save(fig, out / "actions.png"))
+    if "short_window" in metrics.get("memory", {}):
+        m = metrics["memory"]
+        names = [n for n in ("open_loop", "teacher_forced") if n in m]
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], [m[n]["psnr_long"] for n in names], 0.4, label="long-term context")
+        ax.bar([i + 0.2 for i in x], [m[n]["psnr_short"] for n in names], 0.4, label="short window only")
+        ax.set_xticks(list(x), names)
+        ax.set(ylabel="PSNR at the revisit (dB)", title="memory")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / "memory.png"))
+    if "psnr_per_position" in metrics.get("extrapolation", {}):
+        m = metrics["extrapolation"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for name, curve in m["psnr_per_position"].items():
+            ax.plot(range(m["context"] + 1, m["context"] + 1 + len(curve)), curve, label=f"{name} ({m['slopes'][name]})")
+        ax.axvline(m["train_len"], color="grey", linestyle="--", label="training clip length")
+        ax.set(xlabel="frame position", ylabel="PSNR (dB)", title="extrapolation")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / "extrapolation.png"))
+    if "psnr_per_frame" in metrics.get("teco", {}):
+        m = metrics["teco"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        first = m["protocol"]["context"] + 1
+        ax.plot(range(first, first + len(m["psnr_per_frame"])), m["psnr_per_frame"])
+        ax.set(xlabel="frame", ylabel="PSNR (dB)", title="FAR/TECO protocol, predicted frames")
+        paths.append(_save(fig, out / "teco.png"))
+    return paths

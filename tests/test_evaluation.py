@@ -1,0 +1,226 @@
+"""Evaluation: rollouts, revisits, inverse dynamics, extrapolation buckets, and train/evaluate.py end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from far_world.data.episodes import DatasetMeta, Episode, save_episode, write_meta
+from far_world.evaluation.action_following import shuffled_actions
+from far_world.evaluation.extrapolation import bucket_edges, bucket_means, training_clip_length
+from far_world.evaluation.inverse_dynamics import accuracy, chance_accuracy, rollout_pairs, train_idm
+from far_world.evaluation.memory import find_revisits
+from far_world.evaluation.rollouts import EvalWindows, load_windows, null_actions, rollout, rollout_contexts
+from far_world.evaluation.teco_protocol import TecoProtocol
+from far_world.world import WorldModel
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+ACTIONS = ["noop", "forward", "left", "right", "forward+left", "forward+right"]
+
+
+def write_maze_like(folder: Path, episodes: int = 3, steps: int = 40, seed: int = 0) -> Path:
+    """Small maze-like episodes in train/ and test/: a random texture that actions shift sideways,
+    and an agent that turns in place, 45 degrees a frame, so that it faces every heading again
+    8 frames later (a revisit a model with more than 8 frames of context could remember)."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for i in range(episodes):
+            actions = rng.integers(0, 6, steps)
+            texture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            shifts = np.concatenate([[0], np.cumsum(actions - 2)])
+            frames = np.stack([np.roll(texture, 3 * s, axis=1) for s in shifts])
+            angle = np.arange(steps + 1) * (2 * np.pi / 8)
+            extras = {
+                "agent_pos": np.ones((steps + 1, 2), np.float32),
+                "agent_dir": np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32),
+            }
+            episode = Episode(frames, actions, np.zeros(steps, np.float32), np.zeros(steps, bool), extras)
+            save_episode(folder / split / f"ep{i:03d}.npz", episode)
+    write_meta(folder, DatasetMeta("maze", ACTIONS, {"type": "discrete", "n": 6}, [64, 64], extras=["agent_pos", "agent_dir"]))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def maze_data(tmp_path_factory) -> Path:
+    return write_maze_like(tmp_path_factory.mktemp("maze"))
+
+
+@pytest.fixture(scope="module")
+def windows(maze_data) -> EvalWindows:
+    return load_windows(maze_data / "test", context=6, horizon=5, max_windows=3)
+
+
+# ----- rollouts -----
+
+
+def test_rollout_reproduces_world_model_steps(tiny_ckpt, windows):
+    world = WorldModel.load(tiny_ckpt, batch_size=len(windows))
+    world.reset(windows.context_frames, windows.context_actions, seed=5)
+    stepped = np.stack([world.step(windows.future_actions[:, t]).frames for t in range(3)], axis=1)
+    future = windows.future_actions[:, :3]
+    np.testing.assert_array_equal(rollout(world, windows, future, seed=5, batch_size=len(windows)), stepped)
+
+
+def test_null_actions_roll_out_and_change_the_frames(tiny_ckpt, windows):
+    world = WorldModel.load(tiny_ckpt)
+    null = null_actions(world, len(windows), 2)
+    assert (null == 6).all() and null.shape == (len(windows), 2)
+    true_frames = rollout(world, windows, windows.future_actions[:, :2])
+    assert not np.array_equal(rollout(world, windows, null), true_frames)
+
+
+def test_short_window_mode_sees_only_the_short_window(tiny_ckpt, windows):
+    world = WorldModel.load(tiny_ckpt)
+    keep = world.far.cfg.short_window - 1  # tiny: 3 context frames fit the short window
+    future = windows.future_actions
+    # Frames older than the window do not matter to it, and do matter with long-term context.
+    garbled = EvalWindows(windows.context_frames.copy(), windows.context_actions, windows.future_frames, future, windows.sources)
+    garbled.context_frames[:, :-keep] = 255 - garbled.context_frames[:, :-keep]
+    np.testing.assert_array_equal(rollout(world, garbled, long_context=False), rollout(world, windows, long_context=False))
+    assert not np.array_equal(rollout(world, garbled), rollout(world, windows))
+    # From a context that fits the window the two modes agree until a frame leaves it.
+    contexts = [(f[-keep:], a[-(keep - 1) :]) for f, a in windows.contexts]
+    short = rollout_contexts(world, contexts, future, long_context=False)
+    cached = rollout_contexts(world, contexts, future)
+    np.testing.assert_array_equal(short[:, 0], cached[:, 0])
+    assert not np.array_equal(short[:, 1:], cached[:, 1:])
+
+
+def test_rollout_rows_of_different_lengths_and_contexts(tiny_ckpt, windows):
+    world = WorldModel.load(tiny_ckpt)
+    full, short = windows.contexts[0], (windows.context_frames[1, :2], windows.context_actions[1, :1])
+    contexts = [full, short]
+    out = rollout_contexts(world, contexts, windows.future_actions[:2, :4], lengths=np.array([4, 2]))
+    assert out.shape == (2, 4, 64, 64, 3)
+    assert out[1, 2:].max() == 0 and out[1, :2].max() > 0 and out[0].max() > 0
+
+
+def test_shuffled_actions_give_every_window_another_ones():
+    actions = np.arange(10)[:, None] * np.ones((1, 4), np.int64)
+    shuffled = shuffled_actions(actions, seed=3)
+    assert sorted(shuffled[:, 0]) == list(range(10)) and (shuffled[:, 0] != np.arange(10)).all()
+
+
+# ----- revisits -----
+
+
+def test_find_revisits_on_an_out_and_back_trace():
+    # East 10 frames, turn round in place (4 frames), back west, turn round again: at frame 28 the
+    # agent is where it was at frame 0, facing east again, after being 5 cells away.
+    east, west = np.array([1.0, 0.0]), np.array([-1.0, 0.0])
+    turn = [np.array([np.cos(a), np.sin(a)]) for a in np.linspace(0, np.pi, 6)[1:-1]]
+    xs = np.concatenate([np.arange(11) * 0.5, [5.0] * 4, 5.0 - np.arange(1, 11) * 0.5, [0.0] * 4])
+    dirs = [east] * 11 + turn + [west] * 10 + turn[::-1]
+    dirs = np.array(dirs + [east] * (len(xs) - len(dirs)))
+    pos = np.stack([xs, np.zeros_like(xs)], 1)
+    pos, dirs = np.concatenate([pos, pos[-1:]]), np.concatenate([dirs, [east]])
+    revisits = find_revisits(pos, dirs, min_gap=8)
+    assert revisits == [(len(pos) - 1, 1)] or revisits[0][1] in (0, 1)
+    r, e = revisits[0]
+    assert np.linalg.norm(pos[r] - pos[e]) <= 0.5 and r - e > 8
+    assert find_revisits(pos, dirs, min_gap=8, max_gap=20) == []  # too far back for a short cache
+
+
+def test_no_revisit_without_leaving_or_within_the_short_window():
+    still = np.zeros((40, 2))
+    heading = np.tile([1.0, 0.0], (40, 1))
+    assert find_revisits(still, heading, min_gap=8) == []  # never away from the pose
+    spin = np.stack([np.cos(np.arange(40) * np.pi / 4), np.sin(np.arange(40) * np.pi / 4)], 1)
+    # The pose returns every 8 frames: 8 is not more than min_gap 8, and 16 is beyond max_gap.
+    assert find_revisits(still, spin, min_gap=8, max_gap=15) == []
+    assert find_revisits(still, spin, min_gap=8)[0] == (16, 0)
+    # One revisit per return: the next is looked for min_gap frames later.
+    found = find_revisits(still, spin, min_gap=7)
+    assert found[:2] == [(8, 0), (15, 7)] and all(b[0] - a[0] >= 7 for a, b in zip(found, found[1:]))
+
+
+# ----- inverse dynamics -----
+
+
+def _shift_episodes(folder: Path, episodes: int = 4, steps: int = 60, seed: int = 0) -> Path:
+    """A bright square on a dark frame moved by the action: 0 right, 1 left, 2 down, 3 up (4 px)."""
+    rng = np.random.default_rng(seed)
+    moves = [(0, 4), (0, -4), (4, 0), (-4, 0)]
+    for i in range(episodes):
+        actions = rng.integers(0, 4, steps)
+        frame = np.zeros((32, 32, 3), np.uint8)
+        frame[:8, :8] = 255
+        frames = [np.roll(frame, tuple(rng.integers(0, 32, 2)), axis=(0, 1))]
+        for a in actions:
+            frames.append(np.roll(frames[-1], moves[a], axis=(0, 1)))
+        save_episode(folder / f"ep{i}.npz", Episode(np.stack(frames), actions, np.zeros(steps, np.float32), np.zeros(steps, bool)))
+    return folder
+
+
+def test_inverse_dynamics_learns_a_trivial_world(tmp_path):
+    train = _shift_episodes(tmp_path / "train")
+    test = _shift_episodes(tmp_path / "test", episodes=1, seed=1)
+    idm, training = train_idm(train, (4,), steps=120, batch_size=32)
+    assert training.steps == 120
+    ep = np.load(test / "ep0.npz")
+    frames, actions = ep["frames"], ep["actions"]
+    assert accuracy(idm, frames[:-1], frames[1:], actions) > 0.9
+    assert chance_accuracy(actions, 1) < 0.5
+
+
+def test_rollout_pairs_start_at_the_last_context_frame():
+    ctx = np.arange(2 * 3).reshape(2, 3, 1, 1, 1).astype(np.uint8)
+    gen = 100 + np.arange(2 * 4).reshape(2, 4, 1, 1, 1).astype(np.uint8)
+    before, after = rollout_pairs(ctx, gen)
+    assert before.shape == after.shape == (8, 1, 1, 1)
+    assert before[0, 0, 0, 0] == 2 and after[0, 0, 0, 0] == 100 and before[1, 0, 0, 0] == 100
+
+
+# ----- extrapolation and the TECO protocol -----
+
+
+def test_bucket_edges_and_means():
+    assert bucket_edges(10, 160) == [(0, 10), (10, 20), (20, 40), (40, 80), (80, 160)]
+    assert bucket_edges(10, 35) == [(0, 10), (10, 20), (20, 35)]
+    curve = np.tile(np.arange(1, 31, dtype=float), (2, 1))  # positions 1..30 carry their own value
+    means = bucket_means(curve, first_position=1, edges=bucket_edges(10, 30))
+    assert means == [5.5, 15.5, 25.5]
+
+
+def test_training_clip_length_from_the_summary(tiny_ckpt):
+    world = WorldModel.load(tiny_ckpt)
+    assert training_clip_length(world) is None
+    world.checkpoint.summary["config"] = {"max_clip_frames": 24}
+    assert training_clip_length(world) == 24
+
+
+def test_teco_protocol_lengths():
+    p = TecoProtocol()
+    assert p.frames == 300 and p.context + p.predicted == 300 and p.fvd_context + p.fvd_generated == 300
+    small = p.scaled(0.04)
+    assert small.frames < 20 and small.fvd_context >= 2
+
+
+# ----- the script -----
+
+
+def test_evaluate_quick_end_to_end(tiny_ckpt, maze_data, tmp_path):
+    sys.path.insert(0, str(REPO / "train"))
+    try:
+        import evaluate
+    finally:
+        sys.path.remove(str(REPO / "train"))
+    out = tmp_path / "eval"
+    metrics = evaluate.main(["--ckpt", tiny_ckpt, "--data", str(maze_data), "--quick", "--out", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("fidelity", "actions", "memory", "extrapolation", "teco"):
+        assert key in saved and "skipped" not in saved[key], key
+    assert set(saved["fidelity"]["scores"]) == {"model", "copy_last_frame", "autoencoder_ceiling"}
+    assert saved["memory"]["open_loop"]["revisits"] >= 1
+    assert 0.0 <= saved["actions"]["idm_accuracy"]["real"] <= 1.0
+    text = (out / "results.md").read_text()
+    assert "LPIPS skipped" in text and "FVD skipped" in text and "## Long-context memory" in text
+    for png in ("fidelity", "actions", "memory", "extrapolation", "teco"):
+        assert (out / f"{png}.png").stat().st_size > 1000
+    assert metrics["command"].startswith("python train/evaluate.py")
