@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from far_world.files import atomic_write
 from far_world.model.autoencoder import AEConfig, FrameAutoencoder
 from far_world.model.config import FARConfig
 
@@ -113,20 +113,8 @@ def _check_plain(obj: Any, where: str = "checkpoint") -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through :func:`far_world.files.atomic_write`: a killed save keeps the old file."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def _load_payload(path: str | os.PathLike, kind: str, keys: tuple[str, ...]) -> dict[str, Any]:

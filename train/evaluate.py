@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from far_world.evaluation.fvd import load_i3d
+from far_world.files import atomic_write
 from far_world.evaluation.perceptual import load_lpips
 from far_world.evaluation.report import markdown_report, save_plots
 from far_world.evaluation.suite import PROTOCOLS, QUICK, DataSplits, EvalConfig, Evaluation
@@ -80,13 +81,6 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -124,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         hardware=describe_hardware(args.device),
         total_seconds=round(time.perf_counter() - start, 1),
     )
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
-    write_text_atomic(out / "results.md", markdown_report(metrics))
+    atomic_write(out / "metrics.json", lambda fh: fh.write((json.dumps(metrics, indent=2, default=_json_default) + "\n").encode()))
+    atomic_write(out / "results.md", lambda fh: fh.write(markdown_report(metrics).encode()))
     plots = save_plots(metrics, out)
     print(f"wrote {out / 'metrics.json'}, {out / 'results.md'} and {len(plots)} plots in {metrics['total_seconds']:.0f} s")
     return metrics

@@ -39,7 +39,7 @@ from far_world.rl.evaluation import (
     random_policy,
     sb3_policy,
 )
-from far_world.rl.files import write_json
+from far_world.files import write_json
 from far_world.rl.plotting import Series, plot_learning_curve
 from far_world.rl.stats import MeanCI
 from far_world.rl.training import PPOSettings, train_ppo

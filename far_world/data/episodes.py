@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from far_world.files import atomic_write
 
 EXTRA_PREFIX = "extra_"
 REQUIRED_KEYS = ("frames", "actions", "rewards", "terminated")
@@ -85,7 +86,6 @@ def validate_episode(ep: Episode, resolution: tuple[int, int] | None = None) -> 
 def save_episode(path: str | os.PathLike, ep: Episode) -> Path:
     """Write ``ep`` atomically to ``path`` (a ``.npz``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "frames": np.ascontiguousarray(ep.frames, dtype=np.uint8),
         "actions": np.ascontiguousarray(ep.actions, dtype=np.int64),
@@ -93,18 +93,7 @@ def save_episode(path: str | os.PathLike, ep: Episode) -> Path:
         "terminated": np.ascontiguousarray(ep.terminated, dtype=np.bool_),
     }
     arrays.update({EXTRA_PREFIX + k: np.ascontiguousarray(v) for k, v in ep.extras.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file owner-only (0600); episodes are shared data, readable like any file.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return path
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from far_world.files import atomic_write, write_json
 from far_world.data.episodes import EXTRA_PREFIX, Episode, EpisodeError, episode_paths, load_episode
 
 CACHE_FILE = "cache.json"
@@ -115,7 +115,7 @@ def build_latent_cache(
     for meta_path in (source / "meta.json", source.parent / "meta.json"):
         if meta_path.is_file():
             meta_bytes = meta_path.read_bytes()
-            _atomic_write(cache_dir / "meta.json", lambda fh: fh.write(meta_bytes))
+            atomic_write(cache_dir / "meta.json", lambda fh: fh.write(meta_bytes))
             break
     moments = _Moments()
     kept: set[str] = set()
@@ -138,7 +138,7 @@ def build_latent_cache(
     info = read_cache_info(cache_dir)
     mean, std = moments.mean_std()
     info.update(complete=True, episodes=len(kept), latent_shape=list(shape), latent_mean=mean, latent_std=std)
-    _write_json(cache_dir / CACHE_FILE, info)
+    write_json(cache_dir / CACHE_FILE, info)
     return cache_dir
 
 
@@ -155,7 +155,7 @@ def _start_build(cache_dir: Path, source: Path, fingerprint: str) -> None:
             tmp.unlink()
     info = {"version": CACHE_VERSION, "fingerprint": fingerprint, "source": str(source.resolve()),
             "dtype": "float16", "complete": False}  # fmt: skip
-    _write_json(cache_dir / CACHE_FILE, info)
+    write_json(cache_dir / CACHE_FILE, info)
 
 
 def _entry_is_current(steps_path: Path, source_path: Path) -> bool:
@@ -197,8 +197,8 @@ def _encode_entry(cache_dir: Path, path: Path, episode: Episode, encode_fn: Enco
         "latent_sq_sum": np.square(latents, dtype=np.float64).sum(axis=(0, 2, 3)),
         "latent_count": np.int64(latents.shape[0] * latents.shape[2] * latents.shape[3]),
     }
-    _atomic_write(cache_dir / (path.stem + LATENTS_SUFFIX), lambda fh: np.save(fh, latents.astype(np.float16)))
-    _atomic_write(cache_dir / (path.stem + STEPS_SUFFIX), lambda fh: np.savez(fh, **steps))
+    atomic_write(cache_dir / (path.stem + LATENTS_SUFFIX), lambda fh: np.save(fh, latents.astype(np.float16)))
+    atomic_write(cache_dir / (path.stem + STEPS_SUFFIX), lambda fh: np.savez(fh, **steps))
 
 
 class _Moments:
@@ -225,21 +225,3 @@ def _remove_entries(cache_dir: Path, keep: set[str]) -> None:
         for path in cache_dir.glob("*" + suffix):
             if path.name.removesuffix(suffix) not in keep:
                 path.unlink()
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, lambda fh: fh.write((json.dumps(data, indent=2) + "\n").encode()))

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from far_world.rl.curve import REAL_EVAL, TRAIN, CurveLog
 from far_world.rl.evaluation import evaluate_in_real_world, sb3_policy
-from far_world.rl.files import atomic_write, write_json
+from far_world.files import atomic_write, write_json
 
 
 class ProgressBar(BaseCallback):

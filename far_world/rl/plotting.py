@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from far_world.rl.files import atomic_write  # noqa: E402
+from far_world.files import atomic_write  # noqa: E402
 from far_world.rl.stats import MeanCI  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from far_world.rl.callbacks import (
     save_checkpoint,
 )
 from far_world.rl.curve import CurveLog
-from far_world.rl.files import atomic_write
+from far_world.files import atomic_write
 
 
 @dataclass

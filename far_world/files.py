@@ -1,4 +1,4 @@
-"""Atomic writes: a run killed mid-save keeps its previous file, never a truncated one."""
+"""Atomic writes: a process killed mid-save leaves the previous file, never a truncated one."""
 
 from __future__ import annotations
 
