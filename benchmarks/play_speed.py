@@ -15,11 +15,10 @@ import argparse
 import resource
 import time
 
+import far_world  # noqa: F401, I001  (registers FARWorld-v0; first, so its OpenMP setting precedes torch)
 import gymnasium
 import numpy as np
-import torch
 
-import far_world  # noqa: F401  (registers FARWorld-v0)
 from far_world.hardware import describe_hardware
 
 
@@ -76,7 +75,6 @@ def main() -> None:
     p.add_argument("--vector", type=int, default=32)
     p.add_argument("--long-steps", type=int, default=2000)
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     print(describe_hardware())
     single = single_world_speed(args.ckpt, args.steps)
     print(f"single world: {single:.1f} steps/s (floor 20)")

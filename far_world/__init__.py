@@ -6,7 +6,14 @@ vector entry points); ``far_world.WorldModel`` is the batched, KV-cached model b
 
 from __future__ import annotations
 
+import os
+
 import gymnasium
+
+# Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise): on a small
+# shared CPU, spinning threads made small-batch steps many times slower. It must be set before
+# torch loads, which is why it lives here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 __all__ = ["WorldModel", "__version__"]
