@@ -52,3 +52,14 @@ def tiny_ckpt(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     make_tiny_world_checkpoint(path)
     return str(path)
+
+
+def random_far_model(**overrides) -> FARModel:
+    """A tiny FAR model whose zero-initialized layers are made random, so that every path matters."""
+    settings = dict(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=16)
+    model = FARModel(FARConfig(**{**settings, **overrides})).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return model

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import random_far_model
 
 from far_world.model.config import FARConfig
 from far_world.model.far import CONTEXT, FARModel
@@ -11,15 +12,7 @@ ATOL = 1e-4
 
 
 def random_model(**overrides) -> FARModel:
-    """A tiny model whose zero-initialized layers are made random, so that every path matters."""
-    settings = dict(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=3, max_long_frames=16)
-    cfg = FARConfig(**{**settings, **overrides})
-    model = FARModel(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return model
+    return random_far_model(**{"short_window": 3, **overrides})
 
 
 def reference_rollout(model, latents, actions, next_actions, noises, steps, guidance):

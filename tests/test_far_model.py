@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import random_far_model
 
 from far_world.model.config import FARConfig
 from far_world.model.far import CONTEXT, FARModel, timestep_embedding
@@ -9,16 +10,7 @@ from far_world.model.heads import head_losses
 from far_world.model.sampler import flow_times, guide, sample_euler
 
 
-def random_model(**overrides) -> FARModel:
-    """A tiny model whose zero-initialized layers are made random, so that every path matters."""
-    settings = dict(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=16)
-    cfg = FARConfig(**{**settings, **overrides})
-    model = FARModel(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return model
+random_model = random_far_model
 
 
 def _inputs(model, batch=2, frames=5, seed=0):

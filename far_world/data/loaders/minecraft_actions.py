@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from far_world.data.episodes import DatasetMeta
+
 ActionKind = Literal["discrete", "multi-discrete"]
 
 DISCRETE_ACTIONS = (
@@ -144,3 +146,38 @@ def action_space_description(kind: ActionKind) -> tuple[list[str], dict, dict]:
         values = {name: list(v) for name, v in MULTI_DISCRETE_COMPONENTS.items()}
         return list(MULTI_DISCRETE_COMPONENTS), {"type": "multi_discrete", "nvec": nvec}, {"action_values": values}
     raise ValueError(f"unknown action kind {kind!r}; expected 'discrete' or 'multi-discrete'")
+
+
+class MinecraftInputLoader:
+    """What the MineRL and VPT loaders share: how recorded inputs become actions, and the meta.
+
+    Subclasses set ``name``, ``world``, ``policy`` and ``extras``, and implement ``find``/``load``.
+    """
+
+    name = ""
+    world = ""
+    policy = ""
+    extras: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        actions: ActionKind = "discrete",
+        camera_threshold: float = DEFAULT_CAMERA_THRESHOLD,
+        resolution: int = 64,
+    ) -> None:
+        action_space_description(actions)  # rejects an unknown kind now, not at the first item
+        self.actions = actions
+        self.camera_threshold = camera_threshold
+        self.resolution = resolution
+
+    def meta(self) -> DatasetMeta:
+        names, space, info = action_space_description(self.actions)
+        return DatasetMeta(
+            world=self.world,
+            action_names=names,
+            action_space=space,
+            resolution=[self.resolution, self.resolution],
+            policy=self.policy,
+            extras=list(self.extras),
+            info={"source_format": self.name, "camera_threshold_deg": self.camera_threshold, **info},
+        )

@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from far_world.data.episodes import DatasetMeta, Episode
+from far_world.data.episodes import Episode
 from far_world.data.loaders.base import LoaderError
 from far_world.data.loaders.minecraft_actions import (
-    DEFAULT_CAMERA_THRESHOLD,
-    ActionKind,
+    MinecraftInputLoader,
     MinecraftInputs,
-    action_space_description,
     map_inputs,
 )
 from far_world.data.loaders.video import read_video
@@ -48,21 +46,12 @@ MINERL_MISSING_MESSAGE = (
 _BUTTONS = ("forward", "back", "left", "right", "jump", "attack", "sneak", "sprint")
 
 
-class MineRLLoader:
+class MineRLLoader(MinecraftInputLoader):
     """Reads MineRL v0 demo folders; actions mapped as in :mod:`.minecraft_actions`."""
 
     name = "minerl"
-
-    def __init__(
-        self,
-        actions: ActionKind = "discrete",
-        camera_threshold: float = DEFAULT_CAMERA_THRESHOLD,
-        resolution: int = 64,
-    ) -> None:
-        action_space_description(actions)  # rejects an unknown kind now, not at the first demo
-        self.actions = actions
-        self.camera_threshold = camera_threshold
-        self.resolution = resolution
+    world = "minerl"
+    policy = "human demonstrations (MineRL)"
 
     def find(self, src: Path) -> list[Path]:
         """Demo folders under ``src`` (``src`` itself, ``<demo>/`` or ``<environment>/<demo>/``)."""
@@ -90,16 +79,6 @@ class MineRLLoader:
             terminated=terminated,
         )
 
-    def meta(self) -> DatasetMeta:
-        names, space, info = action_space_description(self.actions)
-        return DatasetMeta(
-            world="minerl",
-            action_names=names,
-            action_space=space,
-            resolution=[self.resolution, self.resolution],
-            policy="human demonstrations (MineRL)",
-            info={"source_format": self.name, "camera_threshold_deg": self.camera_threshold, **info},
-        )
 
 
 def _read_rendered(path: Path) -> tuple[MinecraftInputs, np.ndarray]:

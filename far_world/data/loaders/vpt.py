@@ -30,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from far_world.data.episodes import DatasetMeta, Episode
+from far_world.data.episodes import Episode
 from far_world.data.loaders.base import LoaderError
 from far_world.data.loaders.minecraft_actions import (
-    DEFAULT_CAMERA_THRESHOLD,
-    ActionKind,
+    MinecraftInputLoader,
     MinecraftInputs,
-    action_space_description,
     map_inputs,
 )
 from far_world.data.loaders.video import read_video
@@ -55,21 +53,13 @@ KEYS = {
 POSE_FIELDS = ("xpos", "ypos", "zpos", "pitch", "yaw")
 
 
-class VPTLoader:
+class VPTLoader(MinecraftInputLoader):
     """Reads VPT ``.mp4`` + ``.jsonl`` pairs; actions mapped as in :mod:`.minecraft_actions`."""
 
     name = "vpt"
-
-    def __init__(
-        self,
-        actions: ActionKind = "discrete",
-        camera_threshold: float = DEFAULT_CAMERA_THRESHOLD,
-        resolution: int = 64,
-    ) -> None:
-        action_space_description(actions)  # rejects an unknown kind now, not at the first file
-        self.actions = actions
-        self.camera_threshold = camera_threshold
-        self.resolution = resolution
+    world = "vpt"
+    policy = "human contractors (VPT)"
+    extras = ("pose",)
 
     def find(self, src: Path) -> list[Path]:
         """The ``.jsonl`` files under ``src`` (each with its ``.mp4`` beside it)."""
@@ -95,17 +85,6 @@ class VPTLoader:
             extras={"pose": records_to_poses(records)},
         )
 
-    def meta(self) -> DatasetMeta:
-        names, space, info = action_space_description(self.actions)
-        return DatasetMeta(
-            world="vpt",
-            action_names=names,
-            action_space=space,
-            resolution=[self.resolution, self.resolution],
-            policy="human contractors (VPT)",
-            extras=["pose"],
-            info={"source_format": self.name, "camera_threshold_deg": self.camera_threshold, **info},
-        )
 
 
 def read_jsonl(path: Path) -> list[dict]:
