@@ -4,7 +4,6 @@ import pytest
 import torch
 from conftest import random_far_model
 
-from far_world.model.config import FARConfig
 from far_world.model.far import CONTEXT, FARModel
 from far_world.model.sampler import sample_euler
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 

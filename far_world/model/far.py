@@ -488,7 +488,7 @@ class FARModel(nn.Module):
     def _migrate(self, state: KVCache, leaving: LeavingFrame) -> None:
         """Encode the frame leaving the short window as a long-term frame, once, attending to the
         long-term frames before it, and store its K/V in the ring."""
-        n, cfg = state.branches, self.cfg
+        n = state.branches
         base = torch.minimum(state.base(), torch.where(leaving.valid, leaving.frame, state.next_frame))
         past, key_pos, key_valid = self._context_keys(state, base, with_short=False)
         pos = (leaving.frame - base)[:, None].repeat(n, 1)
