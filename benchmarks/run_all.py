@@ -17,10 +17,11 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from far_world.files import atomic_write
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -122,11 +123,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"running {name} ...", flush=True)
         results.append(run_one(args.bench_dir, name, table.get(name, []), args.timeout))
         print(f"  {results[-1]['status']} in {results[-1]['seconds']} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{args.out.name}.", dir=args.out.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(markdown(results, hardware, peak, args.quick))
-    os.replace(tmp, args.out)
+    report = markdown(results, hardware, peak, args.quick)
+    atomic_write(args.out, lambda fh: fh.write(report.encode()))
     print(f"wrote {args.out}")
     return results
 
