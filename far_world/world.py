@@ -72,6 +72,7 @@ class WorldModel:
         self.guidance = float(defaults.get("guidance", 1.0))
         self.far.flex_rope_slope = float(defaults.get("flex_rope_slope", ckpt.far_config.flex_rope_slope))
         self._null = torch.tensor(ckpt.far_config.action_nvec, dtype=torch.long, device=self.device)
+        self._nvec = np.asarray(ckpt.far_config.action_nvec, dtype=np.int64)  # classes per component
         self._state = None
         self._generator = torch.Generator(self.device)
         self.frame_index = np.zeros(self.batch_size, np.int64)
@@ -156,8 +157,8 @@ class WorldModel:
         expected = (self.batch_size, *self.action_shape)
         if actions.shape != expected or not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(f"actions must be integers of shape {expected}, got {actions.dtype} {actions.shape}")
-        nvec = self._null.cpu().numpy()
-        if (actions.reshape(self.batch_size, -1) < 0).any() or (actions.reshape(self.batch_size, -1) >= nvec).any():
+        flat = actions.reshape(self.batch_size, -1)
+        if (flat < 0).any() or (flat >= self._nvec).any():
             raise ValueError(f"actions {actions.tolist()} are outside the action space {self.action_space}")
         out = self.far.generate(
             self._state,

@@ -47,6 +47,15 @@ def make_tiny_world_checkpoint(path, seed: int = 0, prompts: int = 3, prompt_fra
     return ckpt
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine run fastest without intra-op threading."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"

@@ -5,20 +5,13 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env
 
 import far_world  # noqa: F401  (registers FARWorld-v0)
 from far_world.checkpoint import CheckpointError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine run fastest without intra-op threading.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_check_env_passes(tiny_ckpt):

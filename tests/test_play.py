@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import play
 from far_world.data.episodes import iter_episodes, read_meta
@@ -13,12 +12,7 @@ from far_world.game.keymap import build_keymap
 from far_world.world import default_checkpoint_path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_video(path) -> np.ndarray:
