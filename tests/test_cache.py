@@ -38,8 +38,12 @@ def reference_rollout(model, latents, actions, next_actions, noises, steps, guid
 
             x = sample_euler(velocity, noise[None], steps, guidance)
             seq = torch.cat([seq, x[:, None]], dim=1)
-            _, features = model(seq, acts, torch.full(acts.shape, CONTEXT))
-            reward, logit = model.heads(features[:, -1])
+            # The heads read the new frame as clean context one frame before the end of the
+            # short window (where the cache's re-encoding sees it): a placeholder frame after it
+            # shifts the window, and causality keeps it from changing the new frame's features.
+            padded, padded_acts = torch.cat([seq, seq[:, -1:]], dim=1), torch.cat([acts, acts[:, -1:]], dim=1)
+            _, features = model(padded, padded_acts, torch.full(padded_acts.shape, CONTEXT))
+            reward, logit = model.heads(features[:, -2])
             frames.append(x[0])
             rewards.append(reward[0])
             terms.append(torch.sigmoid(logit[0]))
@@ -52,9 +56,11 @@ def _clip(g, batch, frames, cfg):
     return latents, actions
 
 
-@pytest.mark.parametrize("guidance, slope", [(1.0, 0.0), (2.0, 0.0), (1.0, 0.3)])
-def test_cached_generation_equals_full_recomputation(guidance, slope):
-    model = random_model()
+@pytest.mark.parametrize(
+    "guidance, slope, token_conditioning", [(1.0, 0.0, False), (2.0, 0.0, False), (1.0, 0.3, False), (2.0, 0.0, True)]
+)
+def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning):
+    model = random_model(token_conditioning=token_conditioning)
     model.flex_rope_slope = slope
     cfg = model.cfg
     g = torch.Generator().manual_seed(1)
@@ -159,3 +165,20 @@ def test_prefill_keeps_only_what_the_cache_holds():
     first = model.generate(a, torch.tensor([1]), noise=noise).latents
     assert torch.equal(first, model.generate(b, torch.tensor([1]), noise=noise).latents)
     assert a.context_length.tolist() == [keep]
+
+
+def test_observing_a_frame_reads_the_heads_as_generating_it_did():
+    model = random_model()
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(4)
+    context, context_actions = _clip(g, 2, 5, cfg)
+    actions = torch.randint(0, cfg.action_nvec[0], (2, 4), generator=g)
+    generating, observing = model.new_state(2), model.new_state(2)
+    model.prefill(generating, context, context_actions)
+    model.prefill(observing, context, context_actions)
+    for i in range(4):  # crosses into the long-term cache (short window 3)
+        made = model.generate(generating, actions[:, i], steps=2)
+        seen = model.observe(observing, made.latents, actions[:, i])
+        assert (seen.reward - made.reward).abs().max() < ATOL
+        assert (seen.terminated_prob - made.terminated_prob).abs().max() < ATOL
+    assert observing.context_length.tolist() == generating.context_length.tolist()

@@ -90,6 +90,29 @@ def test_retrace_policy_comes_back_to_where_it_was() -> None:
     assert np.linalg.norm(path, axis=1).max() > 2.0
 
 
+def _persistence_and_returns(policy_name: str) -> tuple[float, int]:
+    """Share of steps repeating the previous action, and returns near places left 40+ steps before."""
+    world = UnicycleWorld()
+    policy = make_policy(policy_name, MOVE_NAMES, np.random.default_rng(0))
+    info = world.info()
+    policy.reset(info)
+    actions, path = [], [info["agent_pos"]]
+    for _ in range(600):
+        actions.append(policy.act(info))
+        info = world.step(MOVE_NAMES[actions[-1]])
+        path.append(info["agent_pos"])
+    path = np.stack(path)
+    returns = sum(np.linalg.norm(path[t2] - path[t1]) < 0.35 for t2 in range(len(path)) for t1 in range(t2 - 40))
+    return float(np.mean(np.diff(actions) == 0)), int(returns)
+
+
+def test_retrace_jitter_keeps_revisits_with_less_predictable_actions() -> None:
+    plain, plain_returns = _persistence_and_returns("retrace")
+    jitter, jitter_returns = _persistence_and_returns("retrace_jitter")
+    assert jitter < plain - 0.1
+    assert jitter_returns > 20 and plain_returns > 20
+
+
 def test_retrace_policy_needs_steering_actions_and_pose() -> None:
     with pytest.raises(ValueError, match="lacks"):
         RetracePolicy(["noop", "move_left", "move_right"], np.random.default_rng(0))

@@ -1,6 +1,7 @@
-"""Turn a training run's world.pt into a released checkpoint (float16 FAR weights, about half the size).
+"""Turn a training run's world.pt into a released checkpoint: float16 FAR weights (about half the
+size) and the inference defaults that FARWorld-v0 and play.py start from.
 
-    python train/release.py runs/far_maze/world.pt checkpoints/maze.pt
+    python train/release.py runs/far_maze/world.pt checkpoints/maze.pt --sampling-steps 3
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a world checkpoint (train_far.py's RUN_DIR/world.pt)")
     parser.add_argument("target", help="where to write the released file")
+    parser.add_argument("--sampling-steps", type=int, default=None, help="default Euler steps a frame")
+    parser.add_argument("--guidance", type=float, default=None, help="default action guidance weight")
+    parser.add_argument("--flex-rope-slope", type=float, default=None, help="default FlexRoPE slope")
     args = parser.parse_args(argv)
-    path = save_world_checkpoint(args.target, with_half_precision_weights(load_world_checkpoint(args.source)))
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if args.sampling_steps is not None and args.sampling_steps < 1:
+        parser.error("--sampling-steps must be >= 1")
+    ckpt = with_half_precision_weights(load_world_checkpoint(args.source))
+    chosen = {"sampling_steps": args.sampling_steps, "guidance": args.guidance, "flex_rope_slope": args.flex_rope_slope}
+    inference = dict(ckpt.summary.get("inference", {}))
+    inference.update({key: value for key, value in chosen.items() if value is not None})
+    ckpt.summary = {**ckpt.summary, "inference": inference}
+    path = save_world_checkpoint(args.target, ckpt)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), inference defaults {inference}")
     return path
 
 

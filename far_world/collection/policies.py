@@ -3,7 +3,10 @@
 A world model learns only the dynamics its data shows: uniform random actions jitter in place,
 so ``persistent`` repeats each action for a few steps (and favours moving), and ``retrace``
 also walks back along its own path, so that the data holds revisits with long gaps between
-them, the situations long-term memory is for. Every random choice comes from the
+them, the situations long-term memory is for. ``retrace_jitter`` keeps the revisits but holds
+actions for at most two steps and takes a random action on a quarter of the way back: when
+the last frames already show which way the agent moves, a model can predict the next frame
+without reading the action, so less predictable actions teach action following. Every random choice comes from the
 ``numpy.random.Generator`` a policy is given: an episode's actions are a function of its seed.
 """
 
@@ -114,13 +117,17 @@ class RetracePolicy:
         spacing: float = 0.5,
         reach: float = 0.35,
         patience: int = 20,
+        max_repeat: int = 6,
+        jitter: float = 0.0,
     ) -> None:
         missing = [a for a in STEER_ACTIONS if a not in action_names]
         if missing:
             raise ValueError(f"the retrace policy needs the actions {list(STEER_ACTIONS)}; this world lacks {missing}")
         self.index = {a: list(action_names).index(a) for a in STEER_ACTIONS}
         self.rng = rng
-        self.wanderer = PersistentRandomPolicy(action_names, rng)
+        self.wanderer = PersistentRandomPolicy(action_names, rng, max_repeat=max_repeat)
+        self.jitter = jitter
+        self.num_actions = len(action_names)
         self.wander_steps = wander_steps
         self.spacing = spacing * cell_size
         self.reach = reach * cell_size
@@ -174,6 +181,8 @@ class RetracePolicy:
             self._start_wander()
             return self.wanderer.act({})
         self._stuck += 1
+        if self.jitter and self.rng.random() < self.jitter:
+            return int(self.rng.integers(self.num_actions))
         return self.index[steer_toward(pos, heading, self.trail[self._route[0]])]
 
 
@@ -198,6 +207,9 @@ POLICIES: dict[str, PolicyFactory] = {
     "uniform": lambda names, rng, cell_size: UniformPolicy(names, rng),
     "persistent": lambda names, rng, cell_size: PersistentRandomPolicy(names, rng),
     "retrace": lambda names, rng, cell_size: RetracePolicy(names, rng, cell_size=cell_size),
+    "retrace_jitter": lambda names, rng, cell_size: RetracePolicy(
+        names, rng, cell_size=cell_size, max_repeat=2, jitter=0.25
+    ),
 }
 
 
@@ -207,7 +219,7 @@ def default_policy(world: str) -> str:
 
 
 def make_policy(name: str, action_names: Sequence[str], rng: np.random.Generator, cell_size: float = 1.0) -> Policy:
-    """A policy by name ('uniform', 'persistent', 'retrace') for a world's action names."""
+    """A policy by name (a key of :data:`POLICIES`) for a world's action names."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy '{name}'; policies: {', '.join(POLICIES)}")
     return POLICIES[name](action_names, rng, cell_size)

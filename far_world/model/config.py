@@ -25,11 +25,18 @@ class FARConfig:
     # Each component's embedding table has one extra row, the null action used for guidance.
     action_nvec: tuple[int, ...] = (6,)
     action_dropout: float = 0.1
+    # Also add a projection of each frame's conditioning vector (action, flow time, kind) to its
+    # input tokens. adaLN alone modulates every token of a frame alike, and a small model trained
+    # briefly learnt to ignore the action that way (docs/decisions.md).
+    token_conditioning: bool = False
 
     # Long short-term context: the last `short_window` frames (the generated one included)
     # at full tokens, older ones compressed; inference keeps at most `max_long_frames` of them.
     short_window: int = 16
     max_long_frames: int = 256
+    # Flow times of training frames are logit-normal: sigmoid(N(flow_time_mean, 1)). A positive
+    # mean trains more at high noise, where the frame is still undecided and the action matters most.
+    flow_time_mean: float = 0.0
     # Stochastic clean context: a short-window frame is given clean (timestep -1) with this probability.
     clean_context_prob: float = 0.1
     # Context-noise augmentation (0 = off): clean context frames get noise up to this flow time.

@@ -89,6 +89,7 @@ class FARModel(nn.Module):
         self.embed_short = nn.Linear(c * p * p, d)
         self.embed_long = nn.Linear(c * lp * lp, d)
         self.conditioner = FrameConditioner(d, cfg.action_nvec)
+        self.cond_to_tokens = nn.Linear(d, d) if cfg.token_conditioning else None
         self.blocks = nn.ModuleList(FARBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * p * p)
         self.heads = FrameHeads(d)
@@ -207,6 +208,10 @@ class FARModel(nn.Module):
         """
         x_long = self.embed_long(patchify(long_latents, self.cfg.long_patch_size))
         x_short = self.embed_short(patchify(short_latents, self.cfg.patch_size))
+        if self.cond_to_tokens is not None:
+            per_frame = self.cond_to_tokens(cond)[:, :, None]
+            n_long = x_long.shape[1]
+            x_long, x_short = x_long + per_frame[:, :n_long], x_short + per_frame[:, n_long:]
         kvs = []
         for i, block in enumerate(self.blocks):
             x_long, x_short, kv = block(x_long, x_short, cond, rope, mask, None if past is None else past[i])
@@ -289,7 +294,7 @@ class FARModel(nn.Module):
         actions = self._action_components(actions, 2)
         drop = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.action_dropout
         actions = torch.where(drop[..., None], self.null_action, actions)
-        s = torch.sigmoid(self._draw(torch.randn, (b, n_frames), device, generator))  # logit-normal(0, 1)
+        s = torch.sigmoid(cfg.flow_time_mean + self._draw(torch.randn, (b, n_frames), device, generator))
         clean = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.clean_context_prob
         clean[:, :n_long] = True
         eps = self._draw(torch.randn, tuple(x0.shape), device, generator)
@@ -423,17 +428,20 @@ class FARModel(nn.Module):
 
         latent = sample_euler(velocity, noise.to(device, torch.float32), steps, guidance)
         context_latent, level = self._noised_context(latent[:, None], state.context_noise, generator)
-        # The heads read the finished frame as clean context, in the same layout as the Euler
-        # steps (S short-term frames): one more single-frame pass, conditional rows only.
-        t = torch.full((b, 1), CONTEXT, device=device)
-        with self._autocast(device):
-            cond = F.silu(self.conditioner(t, level, actions[:, None]))
-            x_short, _ = self._trunk(
-                no_long[:b], context_latent, cond, (rope[0][:b], rope[1][:b]), mask[:b], [(k[:b], v[:b]) for k, v in past]
-            )
-        reward, termination_logit = self.heads(x_short[:, 0].mean(dim=1).float())
-        self._append(state, context_latent[:, 0], actions, level[:, 0])
+        features = self._append(state, context_latent[:, 0], actions, level[:, 0])
+        reward, termination_logit = self.heads(features)
         return Generation(latent, reward, torch.sigmoid(termination_logit))
+
+    @torch.no_grad()
+    def observe(self, state: KVCache, latents: Tensor, actions: Tensor) -> Generation:
+        """Append given frames (B,C,h,w), with the actions (B,) or (B,K) into them, to the context
+        as clean frames, as :meth:`generate` appends its own: teacher forcing. Returns the heads'
+        readings of those frames, what they would have said had the model generated them."""
+        actions = self._action_components(actions.to(state.device), 1)
+        level = torch.zeros(state.batch_size, device=state.device)
+        features = self._append(state, latents.to(state.device, torch.float32), actions, level)
+        reward, termination_logit = self.heads(features)
+        return Generation(latents, reward, torch.sigmoid(termination_logit))
 
     def _branch_actions(self, state: KVCache, actions: Tensor) -> Tensor:
         """Actions (B,F,K) for the cache's rows: [actions ; null] when it holds both branches."""
@@ -477,13 +485,14 @@ class FARModel(nn.Module):
             past.append((apply_rope(k, cos, sin), v))
         return past, pos.repeat(n, 1), valid.repeat(n, 1)
 
-    def _append(self, state: KVCache, latent: Tensor, actions: Tensor, level: Tensor) -> None:
+    def _append(self, state: KVCache, latent: Tensor, actions: Tensor, level: Tensor) -> Tensor:
         """Add a finished frame (B,C,h,w) with its action (B,K) and noise level (B,) to the context:
-        the oldest short-term frame moves to the long-term ring and the short window is re-encoded."""
+        the oldest short-term frame moves to the long-term ring and the short window is re-encoded.
+        Returns the new frame's pooled features (B,D) from that re-encoding, for the heads."""
         leaving = state.push_short(latent, actions, level)
         if bool(leaving.valid.any()):
             self._migrate(state, leaving)
-        self._reencode_short(state)
+        return self._reencode_short(state)
 
     def _migrate(self, state: KVCache, leaving: LeavingFrame) -> None:
         """Encode the frame leaving the short window as a long-term frame, once, attending to the
@@ -502,8 +511,12 @@ class FARModel(nn.Module):
             _, kvs = self._trunk(latents, latents[:, :0], cond, rope, mask, past)
         state.write_long(leaving, kvs)
 
-    def _reencode_short(self, state: KVCache) -> None:
-        """Recompute the short-term context's K/V against the current long-term frames."""
+    def _reencode_short(self, state: KVCache) -> Tensor:
+        """Recompute the short-term context's K/V against the current long-term frames.
+
+        The newest frame is the last of the window, read as clean context just as the heads
+        learn it in training, so its pooled features (B,D) come back for the heads: no extra pass.
+        """
         n = state.branches
         base = state.base()
         past, key_pos, key_valid = self._context_keys(state, base, with_short=False)
@@ -515,8 +528,9 @@ class FARModel(nn.Module):
         latents = state.short_latents.repeat(n, 1, 1, 1, 1)
         with self._autocast(state.device):
             cond = F.silu(self.conditioner(timesteps, state.short_levels.repeat(n, 1), actions))
-            _, kvs = self._trunk(latents[:, :0], latents, cond, rope, mask, past)
+            x_short, kvs = self._trunk(latents[:, :0], latents, cond, rope, mask, past)
         state.set_short_kv(kvs)
+        return x_short[: state.batch_size, -1].mean(dim=1).float()
 
     def _encode_history(
         self, state: KVCache, idx: Tensor, long_actions: Tensor, branches: list[int]
