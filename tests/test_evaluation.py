@@ -214,13 +214,50 @@ def test_evaluate_quick_end_to_end(tiny_ckpt, maze_data, tmp_path):
     out = tmp_path / "eval"
     metrics = evaluate.main(["--ckpt", tiny_ckpt, "--data", str(maze_data), "--quick", "--out", str(out)])
     saved = json.loads((out / "metrics.json").read_text())
-    for key in ("fidelity", "actions", "memory", "extrapolation", "teco"):
+    for key in ("fidelity", "actions", "memory", "extrapolation", "teco", "heads"):
         assert key in saved and "skipped" not in saved[key], key
+    heads = saved["heads"]
+    assert heads["episodes"] >= 1 and heads["transitions"] > heads["episodes"]
+    assert heads["reward_mae"] >= 0 and heads["constant_reward_mae"] >= 0
     assert set(saved["fidelity"]["scores"]) == {"model", "copy_last_frame", "autoencoder_ceiling"}
     assert saved["memory"]["open_loop"]["revisits"] >= 1
     assert 0.0 <= saved["actions"]["idm_accuracy"]["real"] <= 1.0
     text = (out / "results.md").read_text()
     assert "LPIPS skipped" in text and "FVD skipped" in text and "## Long-context memory" in text
+    assert "## Reward and termination heads" in text
     for png in ("fidelity", "actions", "memory", "extrapolation", "teco"):
         assert (out / f"{png}.png").stat().st_size > 1000
     assert metrics["command"].startswith("python train/evaluate.py")
+
+
+def test_head_report_counts_hits_against_the_episodes(tiny_ckpt, tmp_path, monkeypatch):
+    """Precision and recall come from the heads' readings against the episodes' own ends."""
+    from far_world.evaluation import heads as heads_module
+
+    world = WorldModel.load(tiny_ckpt)
+    rng = np.random.default_rng(0)
+    for i, n in enumerate((5, 3)):
+        frames = rng.integers(0, 255, (n + 1, 64, 64, 3), dtype=np.uint8)
+        terminated = np.zeros(n, bool)
+        terminated[-1] = i == 0  # the first episode ends, the second is cut
+        save_episode(tmp_path / f"ep_{i:06d}.npz", Episode(frames, np.zeros(n, np.int64), np.ones(n, np.float32), terminated))
+    # The heads say "ended" on the last reading of every row: one hit, one false alarm.
+    def fake_read(world, episodes, bar=None):
+        return [(np.full(e.num_steps, 2.0), (np.arange(e.num_steps) == e.num_steps - 1).astype(float)) for e in episodes]
+
+    monkeypatch.setattr(heads_module, "read_heads", fake_read)
+    report = heads_module.evaluate_heads(world, tmp_path)
+    assert (report.episodes, report.transitions, report.terminations) == (2, 8, 1)
+    assert report.reward_mae == pytest.approx(1.0) and report.constant_reward_mae == pytest.approx(0.0)
+    assert report.termination_precision == pytest.approx(0.5) and report.termination_recall == pytest.approx(1.0)
+
+
+def test_reading_the_heads_keeps_each_episode_length(tiny_ckpt, maze_data):
+    from far_world.data.episodes import iter_episodes
+    from far_world.evaluation.heads import read_heads
+
+    world = WorldModel.load(tiny_ckpt)
+    episodes = [e for _, e in iter_episodes(maze_data / "test")][:2]
+    readings = read_heads(world, episodes)
+    assert [len(r) for r, _ in readings] == [e.num_steps for e in episodes]
+    assert all(((p >= 0) & (p <= 1)).all() for _, p in readings)

@@ -11,6 +11,7 @@ Protocols (docs/evaluation.md says what each number means):
   memory         maze revisits generated with long-term context on and off
   extrapolation  PSNR against rollout length up to 16x the training clips; FlexRoPE slope 0 vs tuned
   teco           the FAR/TECO protocol (144 context + 156 predicted; FVD 36 + 264) on 300-frame videos
+  heads          reward error and termination precision/recall, real frames as context
 
 DATA is a dataset folder: DATA/test is scored, DATA/train trains the inverse-dynamics model,
 DATA/val (else DATA/train) tunes the FlexRoPE slope. Writes OUT/metrics.json, OUT/results.md

@@ -112,6 +112,22 @@ def _teco(m: dict) -> str:
     return text + table + _notes(m.get("notes", []))
 
 
+def _heads(m: dict) -> str:
+    text = (
+        f"{m['episodes']} held-out episodes, {m['transitions']} transitions read with the real frames as "
+        "context (teacher forcing); termination predicted where its probability > 0.5.\n\n"
+    )
+    table = _table(
+        ["reward MAE", "reward RMSE", "constant MAE", "constant RMSE", "ends", "predicted ends", "precision", "recall",
+         "mean p at ends", "mean p elsewhere"],
+        [[m["reward_mae"], m["reward_rmse"], m["constant_reward_mae"], m["constant_reward_rmse"], m["terminations"],
+          m["predicted_terminations"], m["termination_precision"], m["termination_recall"],
+          m["mean_probability_at_end"], m["mean_probability_elsewhere"]]],
+        3,
+    )  # fmt: skip
+    return text + table + "\n\nThe constant predictor says the mean reward of these transitions every step."
+
+
 def _notes(notes: list[str]) -> str:
     return "".join(f"\n\n- {n}" if i == 0 else f"\n- {n}" for i, n in enumerate(notes))
 
@@ -122,6 +138,7 @@ SECTIONS = {
     "memory": ("Long-context memory (revisits)", _memory),
     "extrapolation": ("Extrapolation", _extrapolation),
     "teco": ("FAR/TECO protocol", _teco),
+    "heads": ("Reward and termination heads", _heads),
 }
 
 

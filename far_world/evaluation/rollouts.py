@@ -92,7 +92,7 @@ def null_actions(world: WorldModel, rows: int, horizon: int) -> np.ndarray:
     return np.broadcast_to(nvec, (rows, horizon, len(nvec))).reshape(rows, horizon, *world.action_shape).copy()
 
 
-def _actions_into(world: WorldModel, actions: np.ndarray, frames: int) -> torch.Tensor:
+def actions_into(world: WorldModel, actions: np.ndarray, frames: int) -> torch.Tensor:
     """Episode-convention actions (T-1[,K]) -> the model's (T,K): the action into each frame, null first."""
     null = world.far.null_action
     into = null.expand(frames, len(null)).clone()
@@ -116,7 +116,7 @@ class _Rows:
                 # A copy: episode frames are often read-only memory maps, which torch cannot wrap.
                 pixels = torch.from_numpy(np.array(frames)).to(world.device)
                 latents = world.autoencoder.encode(pixels)
-                into = _actions_into(world, actions, len(frames))
+                into = actions_into(world, actions, len(frames))
                 if not long_context:
                     latents, into = latents[-self.keep :], into[-self.keep :]
                 self.history.append((latents, into))

@@ -22,6 +22,7 @@ from far_world.data.episodes import episode_paths, iter_episodes
 from far_world.evaluation.action_following import evaluate_action_following
 from far_world.evaluation.extrapolation import MAX_FACTOR, evaluate_extrapolation, training_clip_length, tune_flex_rope_slope
 from far_world.evaluation.fidelity import evaluate_fidelity
+from far_world.evaluation.heads import evaluate_heads
 from far_world.evaluation.inverse_dynamics import InverseDynamics, TransitionSampler, accuracy, train_idm
 from far_world.evaluation.memory import collect_revisits, evaluate_memory, rollout_lengths
 from far_world.evaluation.perceptual import LPIPS
@@ -29,7 +30,7 @@ from far_world.evaluation.rollouts import EvalWindows, batch_steps, load_windows
 from far_world.evaluation.teco_protocol import TecoProtocol, count_videos, evaluate_teco
 from far_world.world import WorldModel
 
-PROTOCOLS = ("fidelity", "actions", "memory", "extrapolation", "teco")
+PROTOCOLS = ("fidelity", "actions", "memory", "extrapolation", "teco", "heads")
 
 
 @dataclass
@@ -70,13 +71,15 @@ class EvalConfig:
     # TECO protocol: videos, and a length factor (1 = the paper's 144/156 and 36/264).
     teco_videos: int = 8
     teco_scale: float = 1.0
+    # Reward and termination heads: held-out episodes read with teacher forcing.
+    heads_episodes: int = 64
 
 
 QUICK = EvalConfig(
     batch_size=4, windows=4, context=4, horizon=6, idm_steps=20, idm_batch=16, idm_test_pairs=64,
     memory_revisits=2, memory_span=16, memory_lead=2, extrapolation_windows=2, extrapolation_context=2,
     extrapolation_factor=2, slope_candidates=(0.0, 0.1), sweep_windows=2, sweep_factor=2,
-    teco_videos=2, teco_scale=0.04,
+    teco_videos=2, teco_scale=0.04, heads_episodes=4,
 )  # fmt: skip
 
 
@@ -182,6 +185,7 @@ class Evaluation:
             "memory": self._memory_job,
             "extrapolation": self._extrapolation_job,
             "teco": self._teco_job,
+            "heads": self._heads_job,
         }
         jobs = []
         for name in self.cfg.protocols:
@@ -355,6 +359,21 @@ class Evaluation:
             return report.to_dict()
 
         return Job("teco", sum(lengths), rates.rollouts(lengths, c.batch_size), run)
+
+    def _heads_job(self, rates: Rates) -> Job | None:
+        c = self.cfg
+        lengths = [e.num_steps for _, e in iter_episodes(self.data.test, mmap=True) if e.num_steps > 0][: c.heads_episodes]
+        if not lengths:
+            self.skipped["heads"] = f"no episodes in {self.data.test}"
+            return None
+        # Reading a real frame costs about one generation step less its Euler steps: the
+        # estimate, a full step, is an upper bound.
+        seconds = rates.rollouts(lengths, c.batch_size)
+
+        def run(bar: tqdm) -> dict:
+            return evaluate_heads(self.world, self.data.test, c.heads_episodes, c.batch_size, bar).to_dict()
+
+        return Job("heads", sum(lengths), seconds, run)
 
     # ----- running -----
 
