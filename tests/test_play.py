@@ -55,11 +55,6 @@ def test_play_records_episodes_in_dataset_format(tiny_ckpt, tmp_path):
 
 
 @pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no released default checkpoint")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the released maze checkpoint does not follow actions yet (docs/RESULTS.md); "
-    "strict, so a checkpoint that does turns this into a failure to remove the mark",
-)
 def test_default_world_video_follows_actions(tmp_path):
     """300 headless frames of the released world; from the same start, other actions give another video."""
     runs = []

@@ -4,10 +4,11 @@ A world model learns only the dynamics its data shows: uniform random actions ji
 so ``persistent`` repeats each action for a few steps (and favours moving), and ``retrace``
 also walks back along its own path, so that the data holds revisits with long gaps between
 them, the situations long-term memory is for. ``retrace_jitter`` keeps the revisits but holds
-actions for at most two steps and takes a random action on a quarter of the way back: when
-the last frames already show which way the agent moves, a model can predict the next frame
-without reading the action, so less predictable actions teach action following. Every random choice comes from the
-``numpy.random.Generator`` a policy is given: an episode's actions are a function of its seed.
+actions for at most two steps and takes a random action on a quarter of the way back: when the
+last frames already show which way the agent moves, a model can predict the next frame without
+reading the action, so less predictable actions teach action following. Every random choice
+comes from the ``numpy.random.Generator`` a policy is given: an episode's actions are a function
+of its seed.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class RetracePolicy:
     rolling ball slides, and bumps into walls are not reversible. Measured on 1000-step 9x9
     maze episodes (2 seeds each): about twice the revisit frames of ``persistent`` (same cell
     and heading as a frame more than 100 steps before), at about half the cells visited.
+
+    ``max_repeat`` caps how long the wanderer holds an action; ``jitter`` is the chance of a
+    uniformly random action in place of each steering action on the way back.
 
     Needs the worlds' pose info and the actions ``forward``, ``left``, ``right`` (turns;
     left = counter-clockwise in ``agent_pos`` coordinates), ``forward+left``, ``forward+right``.

@@ -3,9 +3,9 @@
 A run starts from a preset, overrides fields from the command line (``lr=3e-4``,
 ``far.depth=4``), and writes the exact config it used next to its outputs.
 
-``cpu``: 6 x 256 with patch 2 (16 tokens a frame; head dim 64 keeps RoPE's 16:24:24 split)
-runs at ~0.7 of this 2-core CPU's fp32 matmul peak (benchmarks/train_speed.py), well above
-the 0.3 floor, and small enough for ~3,000 steps in an hour. ``gpu``: FAR-B.
+``cpu``: the released maze world's recipe, 4 x 192 with patch 2 (16 tokens a frame; head dim 64
+keeps RoPE's 16:24:24 split), sized so that the trained world plays at more than 20 steps/s on a
+2-core CPU and 3,600 steps train in about 35 minutes there (docs/RESULTS.md). ``gpu``: FAR-B.
 """
 
 from __future__ import annotations
@@ -134,11 +134,16 @@ FAR_PRESETS: dict[str, FARTrainConfig] = {
         batch_size=4, min_clip_frames=3, max_clip_frames=8, steps=20, warmup_steps=2,
         num_prompts=2, prompt_frames=4, log_every=1, ckpt_every=5,
     ),
-    # 6 x 256, patch 2: a step of 16 clips x 16 frames (2,560 tokens) takes ~1.2 s on the 2-core
-    # CPU at ~0.7 of its fp32 matmul peak, so 3,000 steps fit in about an hour.
+    # 4 x 192, patch 2, short window 4: a step of 32 clips of 4-32 frames takes ~0.55 s on the
+    # 2-core CPU. Token conditioning and high-noise flow times are what made the maze world
+    # follow its actions (docs/decisions.md); max_long_frames = max_clip_frames - short_window.
     "cpu": FARTrainConfig(
-        far=FARConfig(depth=6, width=256, heads=4, patch_size=2, short_window=8, max_long_frames=64),
-        batch_size=16, min_clip_frames=8, max_clip_frames=24, steps=3000, lr=5e-4, warmup_steps=150,
+        far=FARConfig(
+            depth=4, width=192, heads=3, patch_size=2, short_window=4, max_long_frames=28,
+            clean_context_prob=0.3, token_conditioning=True, flow_time_mean=1.0,
+        ),
+        batch_size=32, min_clip_frames=4, max_clip_frames=32, steps=3600, lr=1e-3, warmup_steps=150,
+        ckpt_every=300,
     ),
     # FAR-B (12 x 768, patch 1, 16-frame short window), bf16 autocast on CUDA.
     "gpu": FARTrainConfig(
