@@ -245,3 +245,25 @@ def test_half_precision_release_loads_into_float32_model(tmp_path):
     assert weight.dtype == torch.float32
     reference = full.far_state[name]
     assert torch.allclose(weight, reference, atol=1e-3) and not torch.equal(weight, reference)
+
+
+def test_release_script_stores_the_inference_defaults_worlds_start_from(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from conftest import make_tiny_world_checkpoint
+
+    from far_world.world import WorldModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
+    try:
+        import release
+    finally:
+        sys.path.pop(0)
+    make_tiny_world_checkpoint(tmp_path / "run.pt")
+    assert WorldModel.load(tmp_path / "run.pt").sampling_steps == 4  # nothing stored: the built-in default
+    release.main([str(tmp_path / "run.pt"), str(tmp_path / "out.pt"), "--sampling-steps", "2", "--guidance", "1.5"])
+    world = WorldModel.load(tmp_path / "out.pt")
+    assert (world.sampling_steps, world.guidance) == (2, 1.5)
+    with pytest.raises(SystemExit):
+        release.main([str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), "--sampling-steps", "0"])

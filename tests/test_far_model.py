@@ -232,3 +232,22 @@ def _overfit_and_roll_out():
     error = (generated - latents[:, 2:]).pow(2).mean() / latents.var()
     assert error < 0.05, f"rollout MSE {error:.4f} of the latent variance"
     assert (torch.cat(predicted) - rewards[0, 2:]).abs().max() < 0.3
+
+
+@pytest.mark.parametrize("mean", [0.0, 2.0])
+def test_flow_time_mean_shifts_the_training_flow_times(mean):
+    model = random_far_model(flow_time_mean=mean, clean_context_prob=0.0, short_window=8)
+    seen = []
+    forward = model.forward
+
+    def spy(latents, actions, timesteps, context_levels=None):
+        seen.append(timesteps.detach().clone())
+        return forward(latents, actions, timesteps, context_levels)
+
+    model.forward = spy
+    latents = torch.randn(64, 8, 4, 8, 8)
+    actions = torch.zeros(64, 8, dtype=torch.long)
+    model.training_loss(latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0))
+    s = seen[0].flatten()
+    logits = torch.log(s / (1 - s))  # logit-normal(mean, 1): back to N(mean, 1)
+    assert abs(float(logits.mean()) - mean) < 0.15 and abs(float(logits.std()) - 1.0) < 0.1

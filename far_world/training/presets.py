@@ -134,7 +134,7 @@ FAR_PRESETS: dict[str, FARTrainConfig] = {
         batch_size=4, min_clip_frames=3, max_clip_frames=8, steps=20, warmup_steps=2,
         num_prompts=2, prompt_frames=4, log_every=1, ckpt_every=5,
     ),
-    # 4 x 192, patch 2, short window 4: a step of 32 clips of 4-32 frames takes ~0.55 s on the
+    # 4 x 192, patch 2, short window 4: a step of 32 clips of 4-32 frames takes ~0.5 s on the
     # 2-core CPU. Token conditioning and high-noise flow times are what made the maze world
     # follow its actions (docs/decisions.md); max_long_frames = max_clip_frames - short_window.
     "cpu": FARTrainConfig(
