@@ -3,8 +3,13 @@
     python play.py                                # the released default world
     python play.py --ckpt minecraft.pt            # any far-world checkpoint
     python play.py --side-by-side                 # the real world next to the model, same actions
-    python play.py --record data/my_play          # save your play as episodes (a dataset)
+    python play.py --side-by-side --record data/my_play   # save the real world's frames as episodes
     python play.py --headless --frames 300 --policy random --record out.mp4
+
+``--record DIR`` saves episodes in the dataset format. With ``--side-by-side`` they hold the
+real world's frames (a real dataset, labelled with the real world). Without it they hold the
+model's imagined frames, labelled ``imagined:<world>``: the training loaders refuse them unless
+asked (``--allow-imagined``), because a model trained on its own output learns its own errors.
 
 Keys: the action keys shown on screen; R reset, P pause, . one step while paused,
 V start/stop recording video, [ ] fewer/more sampling steps, M human <-> agent, Esc quit.
@@ -16,14 +21,18 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+HEADLESS_HINT = "python play.py --headless --frames 300 --record play.mp4"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default=None, help="checkpoint file (default: the released default world)")
+    p.add_argument("--ckpt", default=None, help="checkpoint file or released world name (default: the released maze)")
     p.add_argument("--policy", default="human", help="'human', 'random', or a saved SB3 agent (.zip)")
     p.add_argument("--agent", default="random", help="the agent that M switches to ('random' or an SB3 .zip)")
     p.add_argument("--record", default=None, help="DIR: save play as episodes; FILE.mp4: record a video")
@@ -32,12 +41,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--fps", type=float, default=15.0, help="frame rate cap of the window (and of videos)")
     p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps per frame (default: checkpoint's)")
+    p.add_argument("--sampling-steps", type=int, default=None, help="Euler steps per frame (default: checkpoint's)")
+    p.add_argument("--steps", dest="deprecated_steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--context", default="prompts", help="'prompts' or a folder of episodes to start from")
     p.add_argument("--seed", type=int, default=0, help="seed of the world (prompt choice and sampling noise)")
     p.add_argument("--policy-seed", type=int, default=None, help="seed of the random agent (default: --seed)")
     p.add_argument("--device", default="cpu")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.deprecated_steps is not None:
+        warnings.warn("--steps is deprecated: use --sampling-steps", FutureWarning, stacklevel=2)
+        if args.sampling_steps is None:
+            args.sampling_steps = args.deprecated_steps
+    if args.headless and args.policy == "human":
+        args.policy = "random"  # nobody is at the keyboard
+    return args
+
+
+def display_missing() -> bool:
+    """True on Linux with no X or Wayland display and no SDL video driver chosen by the user."""
+    if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 @dataclass
@@ -73,155 +97,268 @@ def draw(pygame, screen, font, panels: list[tuple[str, np.ndarray]], hud: HUD, l
         screen.blit(font.render(line, True, (180, 180, 180)), (4 + (i % 2) * 300, y + 20 + (i // 2) * 16))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.headless:
-        os.environ["SDL_VIDEODRIVER"] = "dummy"
-        if args.policy == "human":
-            args.policy = "random"
-    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    import pygame
+def episode_recorder(folder: str, world, real_env, seed: int, checkpoint: str):
+    """Episodes of the real world (side by side) or, labelled as such, of the imagined one."""
+    from far_world.collection.worker import describe_world
+    from far_world.data.episodes import IMAGINED_PREFIX, DatasetMeta
+    from far_world.game.recording import EpisodeRecorder
 
-    from envs.far_world_env import FARWorldEnv
-    from far_world.data.episodes import DatasetMeta
-    from far_world.game.agents import load_agent
-    from far_world.game.keymap import build_keymap
-    from far_world.game.recording import EpisodeRecorder, VideoRecorder
+    if real_env is not None:
+        # Labelled exactly as train/collect.py labels the real world, without its extras.
+        described = {**describe_world(real_env), "extras": []}
+        meta = DatasetMeta(**described, policy="human play (play.py)", seed=seed)
+    else:
+        meta = DatasetMeta(
+            world=IMAGINED_PREFIX + world.world_spec, action_names=world.action_names,
+            action_space=world.action_space_spec, resolution=list(world.resolution),
+            policy="human play in the learned world (play.py)", seed=seed,
+            info={"imagined": True, "checkpoint": checkpoint},
+        )  # fmt: skip
+        print(
+            f"recording imagined frames as '{meta.world}' in {folder}: training refuses them unless "
+            "--allow-imagined; --side-by-side records the real world instead"
+        )
+    return EpisodeRecorder(folder, meta)
+
+
+@dataclass
+class Worlds:
+    """The learned world, optionally the real one beside it, and the episode recorder that follows them."""
+
+    env: Any
+    real_env: Any = None
+    episodes: Any = None
+    obs: np.ndarray | None = None
+    real_obs: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Both worlds restart; side by side, the model starts from the real world's first frames."""
+        if self.real_env is None:
+            self.obs, self.info = self.env.reset(seed=seed)
+            if self.episodes is not None:
+                self.episodes.start(self.obs)
+            return
+        frame, _ = self.real_env.reset(seed=seed)
+        if seed is not None:
+            self.real_env.action_space.seed(seed)  # the real context's random actions, reproducible too
+        if self.episodes is not None:
+            self.episodes.start(frame)
+        frames, actions = [frame], []
+        for _ in range(self.env.world.prompt_frames.shape[1] - 1):
+            action = self.real_env.action_space.sample()
+            frame, reward, terminated, _, _ = self.real_env.step(action)
+            frames.append(frame)
+            actions.append(action)
+            if self.episodes is not None:
+                self.episodes.add(action, frame, reward, terminated)
+        self.obs, self.info = self.env.reset(seed=seed, options={"frames": np.stack(frames), "actions": np.array(actions)})
+        self.real_obs = frame
+
+    def step(self, action) -> None:
+        """One action in both worlds; an episode that ends in either restarts both."""
+        self.obs, reward, terminated, truncated, self.info = self.env.step(action)
+        if self.real_env is not None:
+            self.real_obs, real_reward, real_done, real_truncated, _ = self.real_env.step(action)
+            if self.episodes is not None:
+                self.episodes.add(action, self.real_obs, real_reward, real_done)
+            terminated, truncated = terminated or real_done, truncated or real_truncated
+        elif self.episodes is not None:
+            self.episodes.add(action, self.obs, reward, terminated)
+        if terminated or truncated:
+            self.reset()
+
+    def panels(self) -> list[tuple[str, np.ndarray]]:
+        return [("model", self.obs)] + ([("real", self.real_obs)] if self.real_env is not None else [])
+
+    def close(self) -> None:
+        if self.episodes is not None:
+            self.episodes.finish()
+        self.env.close()
+        if self.real_env is not None:
+            self.real_env.close()
+
+
+def open_worlds(args: argparse.Namespace) -> Worlds:
+    from far_world.envs.far_world_env import FARWorldEnv
+    from far_world.released import resolve_checkpoint
     from far_world.world import WorldModel
 
     world = WorldModel.load(args.ckpt, device=args.device, batch_size=1)
-    env = FARWorldEnv(world_model=world, context=args.context, sampling_steps=args.steps, timing=True)
-    keymap = build_keymap(world.action_names)
-    agents = {"human": None}
-    agent_spec = args.policy if args.policy != "human" else args.agent
-    agents["agent"] = load_agent(agent_spec, env.action_space, seed=args.seed if args.policy_seed is None else args.policy_seed)
-    controller = "human" if args.policy == "human" else "agent"
-
+    env = FARWorldEnv(world_model=world, context=args.context, sampling_steps=args.sampling_steps, timing=True)
     real_env = None
     if args.side_by_side:
-        from envs.real import make_real_world
+        from far_world.envs.real import make_real_world
 
         real_env = make_real_world(world.world_spec, seed=args.seed)
+    folder = args.record if args.record and not args.record.endswith(".mp4") else None
+    episodes = episode_recorder(folder, world, real_env, args.seed, str(resolve_checkpoint(args.ckpt))) if folder else None
+    return Worlds(env, real_env, episodes)
 
-    video_path = args.record if args.record and args.record.endswith(".mp4") else None
-    episodes = None
-    if args.record and not video_path:
-        episodes = EpisodeRecorder(args.record, DatasetMeta(
-            world=world.world_spec, action_names=world.action_names, action_space=world.action_space_spec,
-            resolution=list(world.resolution), policy="human play (play.py)", seed=args.seed,
-        ))
 
-    pygame.init()
-    panels_count = 2 if real_env is not None else 1
-    h, w = world.resolution
-    size = (w * args.scale * panels_count, h * args.scale + 24 + 16 * ((len(keymap.legend()) + 1) // 2) + 4)
-    screen = pygame.display.set_mode(size) if not args.headless else pygame.Surface(size)
-    pygame.display.set_caption(f"far-world: {world.world_spec}")
-    font = pygame.font.Font(None, 20)
-    clock = pygame.time.Clock()
-    video = VideoRecorder(video_path, args.fps, (size[1], size[0])) if video_path else None
-    video_count = 0
+class Controls:
+    """What the keyboard does besides actions: pause, single steps, reset, video, sampling steps, controller."""
 
-    def reset(seed: int | None = None):
-        if real_env is not None:
-            context_len = world.prompt_frames.shape[1]
-            frame, _ = real_env.reset(seed=seed)
-            frames, actions = [frame], []
-            for _ in range(context_len - 1):
-                action = real_env.action_space.sample()
-                frame, *_ = real_env.step(action)
-                frames.append(frame)
-                actions.append(action)
-            obs, _ = env.reset(seed=seed, options={"frames": np.stack(frames), "actions": np.array(actions)})
-            return obs, frame
-        obs, _ = env.reset(seed=seed)
-        return obs, None
+    def __init__(self, keymap, controller: str) -> None:
+        self.keymap = keymap
+        self.controller = controller
+        self.held: set[str] = set()  # key names held down, tracked from events (works for every key code)
+        self.running, self.paused, self.step_once = True, False, False
+        self.reset_requested = self.toggle_video = False
+        self.sampling_steps_delta = 0
 
-    obs, real_obs = reset(args.seed)
-    if episodes is not None:
-        episodes.start(obs)
-    hud = HUD(sampling_steps=world.sampling_steps, controller=controller, recording=video is not None)
-    frames_done, paused, step_once, running = 0, False, False, True
-    held: set[str] = set()  # key names held down, tracked from events (works for every key code)
-    last_time = time.perf_counter()
-    while running:
-        for event in pygame.event.get():
-            if event.type == pygame.QUIT:
-                running = False
-            elif event.type == pygame.KEYUP:
-                held.discard(pygame.key.name(event.key))
-            elif event.type == pygame.KEYDOWN:
-                key = pygame.key.name(event.key)
-                held.add(key)
-                if key in ("escape", "q") and key not in keymap.keys:
-                    running = False
-                elif key == "r" and "r" not in keymap.keys:
-                    obs, real_obs = reset()
-                    if episodes is not None:
-                        episodes.start(obs)
-                elif key == "p" and "p" not in keymap.keys:
-                    paused = not paused
-                elif key == "." and paused:
-                    step_once = True
-                elif key == "v" and "v" not in keymap.keys:
-                    if video is None:
-                        video_count += 1
-                        video = VideoRecorder(f"play_{time.strftime('%Y%m%d_%H%M%S')}_{video_count}.mp4", args.fps, (size[1], size[0]))
-                    else:
-                        video.close()
-                        video = None
-                elif key in ("[", "]"):
-                    world.configure(sampling_steps=max(1, world.sampling_steps + (1 if key == "]" else -1)))
-                elif key == "m":
-                    controller = "agent" if controller == "human" else "human"
-        if paused and not step_once:
-            clock.tick(30)
-            hud.paused = True
+    def _free(self, key: str) -> bool:
+        """Control keys yield to the world's own action keys."""
+        return key not in self.keymap.keys
+
+    def handle(self, pygame, event) -> None:
+        if event.type == pygame.QUIT:
+            self.running = False
+        elif event.type == pygame.KEYUP:
+            self.held.discard(pygame.key.name(event.key))
+        elif event.type == pygame.KEYDOWN:
+            key = pygame.key.name(event.key)
+            self.held.add(key)
+            if key in ("escape", "q") and self._free(key):
+                self.running = False
+            elif key == "r" and self._free(key):
+                self.reset_requested = True
+            elif key == "p" and self._free(key):
+                self.paused = not self.paused
+            elif key == "." and self.paused:
+                self.step_once = True
+            elif key == "v" and self._free(key):
+                self.toggle_video = True
+            elif key in ("[", "]"):
+                self.sampling_steps_delta += 1 if key == "]" else -1
+            elif key == "m":
+                self.controller = "agent" if self.controller == "human" else "human"
+
+    def should_step(self) -> bool:
+        step = not self.paused or self.step_once
+        self.step_once = False
+        return step
+
+
+class Screen:
+    """The window (or, headless, an off-screen surface), its overlay, and the video being recorded."""
+
+    def __init__(self, pygame, args: argparse.Namespace, world, keymap, panels: int) -> None:
+        h, w = world.resolution
+        size = (w * args.scale * panels, h * args.scale + 24 + 16 * ((len(keymap.legend()) + 1) // 2) + 4)
+        self.pygame, self.args, self.world, self.keymap = pygame, args, world, keymap
+        self.surface = pygame.Surface(size) if args.headless else pygame.display.set_mode(size)
+        pygame.display.set_caption(f"far-world: {world.world_spec}")
+        self.font, self.clock = pygame.font.Font(None, 20), pygame.time.Clock()
+        self.video_size = (size[1], size[0])
+        self.video = None
+        if args.record and args.record.endswith(".mp4"):
+            self.video = self._recorder(args.record)
+        self.videos_started = 0
+        self.hud = HUD()
+        self.last_time = time.perf_counter()
+
+    def _recorder(self, path: str):
+        from far_world.game.recording import VideoRecorder
+
+        return VideoRecorder(path, self.args.fps, self.video_size)
+
+    def toggle_video(self) -> None:
+        if self.video is None:
+            self.videos_started += 1
+            self.video = self._recorder(f"play_{time.strftime('%Y%m%d_%H%M%S')}_{self.videos_started}.mp4")
         else:
-            step_once = False
-            hud.paused = paused
-            if controller == "human":
-                action = keymap.action_for(held)
-            else:
-                action = agents["agent"].act(obs)
-            obs, reward, terminated, truncated, info = env.step(action)
-            if real_env is not None:
-                real_obs, _, real_done, real_trunc, _ = real_env.step(action)
-                if real_done or real_trunc:
-                    terminated = True
-            if episodes is not None:
-                episodes.add(action, obs, reward, terminated)
-            frames_done += 1
-            hud.frame_index, hud.context_length = info["frame_index"], info["context_length"]
-            if terminated or truncated:
-                obs, real_obs = reset()
-                if episodes is not None:
-                    episodes.start(obs)
-        now = time.perf_counter()
-        hud.fps = 0.9 * hud.fps + 0.1 / max(now - last_time, 1e-6) if hud.fps else 1.0 / max(now - last_time, 1e-6)
-        last_time = now
-        hud.sampling_steps, hud.controller, hud.recording = world.sampling_steps, controller, video is not None
-        panels = [("model", obs)] + ([("real", real_obs)] if real_env is not None else [])
-        draw(pygame, screen, font, panels, hud, keymap.legend(), args.scale)
-        if video is not None and not hud.paused:
-            video.write(pygame.surfarray.array3d(screen).transpose(1, 0, 2))
-        if not args.headless:
-            pygame.display.flip()
-            clock.tick(args.fps)
-        if args.frames is not None and frames_done >= args.frames:
-            running = False
+            self.video.close()
+            self.video = None
 
-    if episodes is not None:
-        episodes.finish()
-        print(f"saved {len(episodes.saved)} episodes to {args.record}")
-    if video is not None:
-        video.close()
-        print(f"wrote {video.frames_written} frames to {video.path}")
-    env.close()
-    if real_env is not None:
-        real_env.close()
+    def show(self, worlds: Worlds, controls: Controls, stepped: bool) -> None:
+        """Draw the frame(s) and the overlay; a stepped frame also goes into the video."""
+        now = time.perf_counter()
+        rate = 1.0 / max(now - self.last_time, 1e-6)
+        hud = self.hud
+        hud.fps, self.last_time = (0.9 * hud.fps + 0.1 * rate if hud.fps else rate), now
+        hud.frame_index = worlds.info.get("frame_index", 0)
+        hud.context_length = worlds.info.get("context_length", 0)
+        hud.sampling_steps, hud.controller = self.world.sampling_steps, controls.controller
+        hud.paused, hud.recording = not stepped, self.video is not None
+        draw(self.pygame, self.surface, self.font, worlds.panels(), hud, self.keymap.legend(), self.args.scale)
+        if self.video is not None and stepped:
+            self.video.write(self.pygame.surfarray.array3d(self.surface).transpose(1, 0, 2))
+        if not self.args.headless:
+            self.pygame.display.flip()
+            self.clock.tick(self.args.fps)
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+            print(f"wrote {self.video.frames_written} frames to {self.video.path}")
+
+
+def apply_requests(controls: Controls, worlds: Worlds, screen: Screen) -> None:
+    """Carry out what the keys asked for since the last frame."""
+    if controls.reset_requested:
+        controls.reset_requested = False
+        worlds.reset()
+    if controls.toggle_video:
+        controls.toggle_video = False
+        screen.toggle_video()
+    if controls.sampling_steps_delta:
+        world = worlds.env.world
+        world.configure(sampling_steps=max(1, world.sampling_steps + controls.sampling_steps_delta))
+        controls.sampling_steps_delta = 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import pygame
+
+    from far_world.game.agents import load_agent
+    from far_world.game.keymap import build_keymap
+
+    worlds = open_worlds(args)
+    world = worlds.env.world
+    keymap = build_keymap(world.action_names)
+    agent_spec = args.policy if args.policy != "human" else args.agent
+    agent = load_agent(agent_spec, worlds.env.action_space, seed=args.seed if args.policy_seed is None else args.policy_seed)
+    controls = Controls(keymap, "human" if args.policy == "human" else "agent")
+    pygame.display.init()  # display and fonts only: the mixer would probe sound devices for nothing
+    pygame.font.init()
+    try:
+        screen = Screen(pygame, args, world, keymap, panels=2 if worlds.real_env is not None else 1)
+    except pygame.error as exc:
+        print(f"play.py: cannot open a window ({exc}); to play without one: {HEADLESS_HINT}", file=sys.stderr)
+        worlds.close()
+        pygame.quit()
+        return 2
+
+    worlds.reset(args.seed)
+    frames_done = 0
+    while controls.running and (args.frames is None or frames_done < args.frames):
+        for event in pygame.event.get():
+            controls.handle(pygame, event)
+        apply_requests(controls, worlds, screen)
+        stepped = controls.should_step()
+        if stepped:
+            worlds.step(keymap.action_for(controls.held) if controls.controller == "human" else agent.act(worlds.obs))
+            frames_done += 1
+        screen.show(worlds, controls, stepped)
+
+    worlds.close()
+    if worlds.episodes is not None:
+        print(f"saved {len(worlds.episodes.saved)} episodes to {args.record}")
+    screen.close()
     pygame.quit()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.headless and display_missing():
+        print(f"play.py: no display here (DISPLAY is unset); to play without a window: {HEADLESS_HINT}", file=sys.stderr)
+        return 2
+    if args.headless:
+        os.environ["SDL_VIDEODRIVER"] = "dummy"
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    return run(args)
 
 
 if __name__ == "__main__":

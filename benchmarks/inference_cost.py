@@ -5,8 +5,8 @@
 Prints the hardware and the fp32 matmul peak measured in this run, then one row per episode
 length L (the frame being generated is frame L; the context holds what the cache keeps of the
 L-1 before it):
-  step_ms         one step: the Euler steps of the flow, the frame joining the cache, and the
-                  autoencoder decode (what WorldModel.step costs, without the Python checks)
+  step_ms         one WorldModel.step: the Euler steps of the flow, the frame joining the cache,
+                  and the autoencoder decode
   gflop           FLOPs of that step: matmuls and convolutions as FlopCounterMode counts them,
                   plus attention counted from the shapes of each attention call (4 Nq Nk Dh per
                   head; the CPU's fused attention kernel is not in the counter's table)
@@ -69,25 +69,30 @@ def counting_attention(total: list[float]) -> Iterator[None]:
         F.scaled_dot_product_attention = original
 
 
+def held_frames(world: WorldModel, length: int) -> int:
+    """Context frames the cache keeps when frame ``length`` is generated."""
+    cfg = world.far.cfg
+    return min(length - 1, cfg.max_long_frames + cfg.short_window - 1)
+
+
 class Stepper:
-    """One batch of worlds at a given episode length, stepped as WorldModel.step does."""
+    """A batch of worlds (sharing ``world``'s weights) at a given episode length, stepped by WorldModel.step.
+
+    The context is random frames, only as many as the cache keeps: older ones would be dropped
+    unread, and the cache numbers the frames it keeps from 0 either way.
+    """
 
     def __init__(self, world: WorldModel, length: int, batch: int, seed: int = 0) -> None:
-        cfg = world.far.cfg
-        self.world, self.batch = world, batch
-        self.generator = torch.Generator().manual_seed(seed)
-        latents = torch.randn(batch, length - 1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=self.generator)
-        actions = torch.randint(0, cfg.action_nvec[0], (batch, length - 1), generator=self.generator)
-        actions[:, 0] = cfg.action_nvec[0]
-        self.state = world.far.new_state(batch)
-        world.far.prefill(self.state, latents, actions, generator=self.generator)
+        self.rng = np.random.default_rng(seed)
+        self.world = world.with_batch(batch)
+        held = held_frames(world, length)
+        h, w = world.resolution
+        frames = self.rng.integers(0, 256, (batch, held, h, w, 3), dtype=np.uint8)
+        actions = self.rng.integers(0, world.action_space.n, (batch, held - 1))
+        self.world.reset(frames, actions, seed=seed)
 
     def step(self) -> None:
-        w = self.world
-        actions = torch.randint(0, w.far.cfg.action_nvec[0], (self.batch,), generator=self.generator)
-        out = w.far.generate(self.state, actions, steps=w.sampling_steps, guidance=w.guidance, generator=self.generator)
-        with torch.no_grad():
-            w.autoencoder.decode(out.latents)
+        self.world.step(self.rng.integers(0, self.world.action_space.n, self.world.batch_size))
 
 
 def step_flops(world: WorldModel, length: int, batch: int) -> float:
@@ -107,10 +112,11 @@ def uncached_ms(world: WorldModel, length: int, batch: int) -> float:
     timesteps = torch.full((batch, length), -1.0)
     timesteps[:, -1] = 0.5
     passes = world.sampling_steps * (1 if world.guidance == 1.0 else 2)
+    slope = world.settings.flex_rope_slope
     with torch.no_grad():
-        world.far.velocity(latents, actions, timesteps)  # warm-up
+        world.far.velocity(latents, actions, timesteps, flex_rope_slope=slope)  # warm-up
         start = time.perf_counter()
-        world.far.velocity(latents, actions, timesteps)
+        world.far.velocity(latents, actions, timesteps, flex_rope_slope=slope)
     return (time.perf_counter() - start) * passes * 1e3
 
 
@@ -123,10 +129,9 @@ def measure(world: WorldModel, length: int, batch: int, steps: int, uncached_max
         stepper.step()
     seconds = (time.perf_counter() - start) / steps
     peak = measure_matmul_peak(min_seconds=0.5) * 1e9
-    cfg = world.far.cfg
     return {
         "length": length,
-        "context_held": min(length - 1, cfg.max_long_frames + cfg.short_window - 1),
+        "context_held": held_frames(world, length),
         "batch": batch,
         "step_ms": round(seconds * 1e3, 2),
         "frames_per_s": round(batch / seconds, 1),

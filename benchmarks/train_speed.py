@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
-# On a CPU shared with other jobs, OpenMP threads spinning at barriers while a peer thread is
-# descheduled made a cpu-preset step 5x slower here (8.0 s -> 1.7 s with passive waiting).
-# It must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import far_world  # noqa: F401  (first: torch's OpenMP settings precede its import; far_world/openmp.py)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from far_world.action_spaces import check_actions
 from far_world.data.episodes import iter_episodes
 from far_world.world import WorldModel
 
@@ -21,16 +22,19 @@ def validate_context(
         frames = frames[None]
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
         raise ValueError(f"context frames must be uint8 (T,{h},{w},3), got {frames.dtype} {frames.shape}")
+    if len(frames) == 0:
+        raise ValueError(f"the context is empty: reset needs at least one frame, uint8 (T>=1,{h},{w},3)")
     if actions is None:
         return frames, None
-    actions = np.asarray(actions, dtype=np.int64)
+    actions = np.asarray(actions)
     expected = (len(frames) - 1, *world.action_shape)
     if actions.shape != expected:
         raise ValueError(f"context actions must have shape {expected} (one per transition), got {actions.shape}")
-    for a in actions:
-        if not world.action_space.contains(a.reshape(world.action_shape) if world.action_shape else a.item()):
-            raise ValueError(f"context action {a.tolist()} is outside the action space {world.action_space}")
-    return frames, actions
+    try:
+        checked = [check_actions(world.action_space, a) for a in actions]
+    except ValueError as exc:
+        raise ValueError(f"context {exc}") from None
+    return frames, np.asarray(checked, dtype=np.int64).reshape(expected)
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gymnasium
 import numpy as np
 
-from envs.context import ContextSource, validate_context
+from far_world.action_spaces import check_actions
+from far_world.envs.context import ContextSource, validate_context
+from far_world.envs.stepping import EpisodeStepper
 from far_world.world import WorldModel
 
 
@@ -16,7 +17,10 @@ class FARWorldEnv(gymnasium.Env):
     """One world of a FAR world model; ``step`` predicts the next frame from the cached context.
 
     Observations are uint8 (H, W, 3) frames; the action space, reward and termination come
-    from the checkpoint (its learned heads); ``truncated`` comes from ``max_episode_steps``.
+    from the checkpoint (its learned heads). The episode limit is Gymnasium's: ``gymnasium.make``
+    wraps the env in ``TimeLimit`` (1000 steps, or the caller's ``max_episode_steps``); the env
+    itself truncates only when constructed with a ``max_episode_steps`` of its own.
+    It steps a batch of one through :class:`EpisodeStepper`, the loop the vector env runs too.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 15}
@@ -26,10 +30,11 @@ class FARWorldEnv(gymnasium.Env):
         ckpt: str | None = None,
         render_mode: str | None = None,
         context: str = "prompts",
-        max_episode_steps: int = 1000,
+        max_episode_steps: int | None = None,
         sampling_steps: int | None = None,
         guidance: float | None = None,
         flex_rope_slope: float | None = None,
+        context_noise: float | None = None,
         device: str = "cpu",
         timing: bool = False,
         world_model: WorldModel | None = None,
@@ -37,9 +42,11 @@ class FARWorldEnv(gymnasium.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.world = world_model if world_model is not None else WorldModel.load(ckpt, device=device, batch_size=1)
-        self.world.configure(sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope)
+        self.world.configure(
+            sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise
+        )
         self.render_mode = render_mode
-        self.max_episode_steps = int(max_episode_steps)
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         # Wall-clock latency is not a function of seed and action, so it enters `info` only on
         # request (Gymnasium's determinism check compares infos); it is always in last_step_latency_s.
         self.timing = timing
@@ -48,8 +55,8 @@ class FARWorldEnv(gymnasium.Env):
         h, w = self.world.resolution
         self.observation_space = gymnasium.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.action_space = self.world.action_space
+        self.episodes = EpisodeStepper(self.world, self.context, self.max_episode_steps)
         self._frame: np.ndarray | None = None
-        self._steps = 0
         self._renderer = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -57,11 +64,9 @@ class FARWorldEnv(gymnasium.Env):
         options = options or {}
         if "frames" in options:
             frames, actions = validate_context(options["frames"], options.get("actions"), self.world)
+            self._frame = self.episodes.reset(self.np_random, frames[None], None if actions is None else actions[None])[0]
         else:
-            frames, actions = self.context.sample(self.np_random)
-        self.world.reset(frames[None], None if actions is None else actions[None], seed=int(self.np_random.integers(2**31)))
-        self._frame = frames[-1]
-        self._steps = 0
+            self._frame = self.episodes.reset(self.np_random)[0]
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), self._info(latency=0.0)
@@ -69,19 +74,12 @@ class FARWorldEnv(gymnasium.Env):
     def step(self, action):
         if self._frame is None:
             raise RuntimeError("call reset() before step()")
-        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
-            raise ValueError(f"action {action!r} is outside the action space {self.action_space}")
-        start = time.perf_counter()
-        out = self.world.step(np.asarray(action, dtype=np.int64)[None])
-        latency = time.perf_counter() - start
-        self.last_step_latency_s = latency
+        out = self.episodes.step(check_actions(self.action_space, action)[None], self.np_random)
+        self.last_step_latency_s = out.latency_s
         self._frame = out.frames[0]
-        self._steps += 1
-        terminated = bool(out.terminated[0])
-        truncated = self._steps >= self.max_episode_steps
         if self.render_mode == "human":
             self.render()
-        return self._frame.copy(), float(out.rewards[0]), terminated, truncated, self._info(latency)
+        return self._frame.copy(), float(out.rewards[0]), bool(out.terminated[0]), bool(out.truncated[0]), self._info(out.latency_s)
 
     def _info(self, latency: float) -> dict[str, Any]:
         info = {"frame_index": int(self.world.frame_index[0]), "context_length": int(self.world.context_length[0])}
@@ -96,7 +94,7 @@ class FARWorldEnv(gymnasium.Env):
             return self._frame.copy()
         if self.render_mode == "human":
             if self._renderer is None:
-                from envs.human_renderer import HumanRenderer
+                from far_world.envs.human_renderer import HumanRenderer
 
                 self._renderer = HumanRenderer("FARWorld-v0", self._frame.shape[:2])
             self._renderer.show(self._frame, fps=self.metadata["render_fps"])

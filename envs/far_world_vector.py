@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gymnasium
@@ -10,7 +9,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.context import ContextSource, validate_context
+from far_world.action_spaces import check_actions
+from far_world.envs.context import ContextSource, validate_context
+from far_world.envs.stepping import EpisodeStepper
 from far_world.world import WorldModel
 
 
@@ -18,8 +19,10 @@ class FARWorldVectorEnv(VectorEnv):
     """``num_envs`` learned worlds sharing one model and one batched KV cache.
 
     Autoreset follows Gymnasium's default (next step): the step after an episode ends
-    returns that world's new first frame, with reward 0, and ignores its action. The ended
-    world still rides along in that step's batch: the batched forward costs the same either way.
+    returns that world's new first frame, with reward 0, and ignores its action. With
+    ``autoreset_mode="SameStep"`` the step that ends an episode returns the next one's first
+    frame, the last frame in ``info["final_obs"]`` (what SB3 expects). Stepping, truncation and
+    autoreset are :class:`EpisodeStepper`'s, the loop the single env runs too.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -34,8 +37,10 @@ class FARWorldVectorEnv(VectorEnv):
         sampling_steps: int | None = None,
         guidance: float | None = None,
         flex_rope_slope: float | None = None,
+        context_noise: float | None = None,
         device: str = "cpu",
         timing: bool = False,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -44,7 +49,9 @@ class FARWorldVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.world = WorldModel.load(ckpt, device=device, batch_size=num_envs)
-        self.world.configure(sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope)
+        self.world.configure(
+            sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise
+        )
         self.context = ContextSource.from_spec(context, self.world)
         self.max_episode_steps = int(max_episode_steps)
         self.timing = timing  # as in FARWorldEnv: latency enters info only on request
@@ -54,14 +61,27 @@ class FARWorldVectorEnv(VectorEnv):
         self.single_action_space = self.world.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._frames = np.zeros((num_envs, h, w, 3), np.uint8)
-        self._steps = np.zeros(num_envs, np.int64)
-        self._autoreset = np.zeros(num_envs, bool)
+        self.episodes = EpisodeStepper(self.world, self.context, self.max_episode_steps)
+        self.set_autoreset_mode(autoreset_mode)
         self._started = False
 
-    def _sample_contexts(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.context.sample(self.np_random) for _ in range(n)]
-        return np.stack([f for f, _ in pairs]), np.stack([a for _, a in pairs])
+    @property
+    def autoreset_mode(self) -> AutoresetMode:
+        return self.episodes.autoreset
+
+    def set_autoreset_mode(self, mode: AutoresetMode | str) -> None:
+        """NEXT_STEP (Gymnasium's default) or SAME_STEP, by enum, value ("SameStep") or name ("same_step")."""
+        if isinstance(mode, str) and not isinstance(mode, AutoresetMode):
+            by_name = {m.name.lower(): m for m in AutoresetMode}
+            mode = by_name.get(mode.lower(), mode)
+        try:
+            mode = AutoresetMode(mode)
+        except ValueError:
+            mode = None
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError("autoreset_mode must be NEXT_STEP or SAME_STEP (the worlds restart themselves)")
+        self.episodes.autoreset = mode
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if isinstance(seed, list):
@@ -76,39 +96,25 @@ class FARWorldVectorEnv(VectorEnv):
             checked = [validate_context(batch[i], None if acts is None else acts[i], self.world) for i in range(self.num_envs)]
             frames = np.stack([f for f, _ in checked])
             actions = None if acts is None else np.stack([a for _, a in checked])
+            obs = self.episodes.reset(self.np_random, frames, actions)
         else:
-            frames, actions = self._sample_contexts(self.num_envs)
-        self.world.reset(frames, actions, seed=int(self.np_random.integers(2**31)))
-        self._frames = frames[:, -1].copy()
-        self._steps[:] = 0
-        self._autoreset[:] = False
+            obs = self.episodes.reset(self.np_random)
         self._started = True
-        return self._frames.copy(), self._info(0.0)
+        return obs, self._info(0.0)
 
     def step(self, actions):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions, dtype=np.int64)
-        if not self.action_space.contains(actions.astype(self.action_space.dtype)):
-            raise ValueError(f"actions {actions.tolist()} are outside the action space {self.action_space}")
-        start = time.perf_counter()
-        out = self.world.step(actions)
-        rewards = out.rewards.astype(np.float64)
-        terminated = out.terminated.copy()
-        self._frames = out.frames.copy()
-        self._steps += 1
-        done_before = self._autoreset
-        if done_before.any():
-            frames, ctx_actions = self._sample_contexts(int(done_before.sum()))
-            self.world.reset_rows(done_before, frames, ctx_actions)
-            self._frames[done_before] = frames[:, -1]
-            self._steps[done_before] = 0
-            rewards[done_before] = 0.0
-            terminated[done_before] = False
-        truncated = (self._steps >= self.max_episode_steps) & ~terminated
-        self._autoreset = terminated | truncated
-        self.last_step_latency_s = time.perf_counter() - start
-        return self._frames.copy(), rewards, terminated, truncated, self._info(self.last_step_latency_s)
+        actions = check_actions(self.action_space, actions)
+        out = self.episodes.step(actions, self.np_random)
+        self.last_step_latency_s = out.latency_s
+        info = self._info(out.latency_s)
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and out.restarted.any():
+            info["final_obs"] = np.full(self.num_envs, None, dtype=object)
+            for i in np.flatnonzero(out.restarted):
+                info["final_obs"][i] = out.final_frames[i]
+            info["_final_obs"] = out.restarted
+        return out.frames, out.rewards, out.terminated, out.truncated, info
 
     def _info(self, latency: float) -> dict[str, Any]:
         every = np.ones(self.num_envs, bool)
@@ -125,5 +131,5 @@ class FARWorldVectorEnv(VectorEnv):
 
     def render(self):
         if self.render_mode == "rgb_array":
-            return self._frames.copy()
+            return self.episodes.frames.copy()
         return None

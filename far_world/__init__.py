@@ -6,14 +6,11 @@ vector entry points); ``far_world.WorldModel`` is the batched, KV-cached model b
 
 from __future__ import annotations
 
-import os
+from far_world.openmp import configure_openmp
 
-import gymnasium
+configure_openmp()  # first: the OpenMP settings must precede torch's import
 
-# Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise): on a small
-# shared CPU, spinning threads made small-batch steps many times slower. It must be set before
-# torch loads, which is why it lives here.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import gymnasium  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["WorldModel", "__version__"]
@@ -21,8 +18,11 @@ __all__ = ["WorldModel", "__version__"]
 if "FARWorld-v0" not in gymnasium.registry:
     gymnasium.register(
         id="FARWorld-v0",
-        entry_point="envs.far_world_env:FARWorldEnv",
-        vector_entry_point="envs.far_world_vector:FARWorldVectorEnv",
+        entry_point="far_world.envs.far_world_env:FARWorldEnv",
+        vector_entry_point="far_world.envs.far_world_vector:FARWorldVectorEnv",
+        # One episode limit, Gymnasium's: `make(..., max_episode_steps=N)` sets it (TimeLimit),
+        # and `make_vec` hands it to the vector env.
+        max_episode_steps=1000,
     )
 
 

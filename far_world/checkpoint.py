@@ -218,14 +218,32 @@ def save_autoencoder(path: str | os.PathLike, ae: FrameAutoencoder, summary: dic
 
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[FrameAutoencoder, dict[str, Any]]:
-    """Read an autoencoder file -> (model in eval mode on CPU, its training summary)."""
-    p = _load_payload(path, AUTOENCODER_KIND, AUTOENCODER_KEYS)
+    """Read an autoencoder file, or the autoencoder inside a world checkpoint (a new world trained
+    on the same latents is then compared with that one on equal terms) -> (model in eval mode on
+    CPU, its training summary)."""
     try:
-        ae = FrameAutoencoder(AEConfig.from_dict(p["ae_config"]))
-        ae.load_state_dict(p["ae_state"])
+        p = _load_payload(path, AUTOENCODER_KIND, AUTOENCODER_KEYS)
+        config, state, summary = p["ae_config"], p["ae_state"], p["summary"]
+    except CheckpointError:
+        if _kind_of(path) != WORLD_KIND:
+            raise
+        world = load_world_checkpoint(path)
+        config, state, summary = world.ae_config.to_dict(), world.ae_state, world.summary.get("autoencoder", {})
+    try:
+        ae = FrameAutoencoder(AEConfig.from_dict(config))
+        ae.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: autoencoder config and weights do not fit ({exc})") from exc
-    return ae.eval(), dict(p["summary"])
+    return ae.eval(), dict(summary)
+
+
+def _kind_of(path: str | os.PathLike) -> str | None:
+    """The far-world kind a readable checkpoint file declares, else None."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: the caller's own error says why
+        return None
+    return payload.get(KIND_KEY) if isinstance(payload, dict) else None
 
 
 # -- training states ----------------------------------------------------------------------------

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import gymnasium
 import numpy as np
 import torch
 
+from far_world.action_spaces import space_from_spec
 from far_world.checkpoint import WorldCheckpoint, load_world_checkpoint
 from far_world.model.autoencoder import FrameAutoencoder
 from far_world.model.far import FARModel
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "maze.pt"
-CHECKPOINT_ENV_VAR = "FAR_WORLD_CKPT"
-
-
-def default_checkpoint_path() -> Path:
-    """The released default world (``checkpoints/maze.pt``), or ``$FAR_WORLD_CKPT`` when set."""
-    return Path(os.environ.get(CHECKPOINT_ENV_VAR, DEFAULT_CHECKPOINT))
-
-
-def action_space_from_spec(spec: dict[str, Any]) -> gymnasium.spaces.Space:
-    if spec.get("type") == "discrete":
-        return gymnasium.spaces.Discrete(int(spec["n"]))
-    if spec.get("type") == "multi_discrete":
-        return gymnasium.spaces.MultiDiscrete(np.asarray(spec["nvec"], dtype=np.int64))
-    raise ValueError(f"unsupported action space {spec!r}")
+from far_world.model.inference import CachedSampler
+from far_world.model.sampler import SamplingSettings
+from far_world.released import CHECKPOINT_ENV_VAR, default_checkpoint_path, resolve_checkpoint
 
 
 @dataclass
@@ -42,12 +30,18 @@ class WorldStep:
 class WorldModel:
     """B learned worlds stepped together: pixels in, pixels out, context kept in a KV cache.
 
-    Context actions follow the episode convention (``actions[t]`` leads from ``frames[t]`` to
-    ``frames[t+1]``, so T frames come with T-1 actions); the first context frame gets the null
-    action. Sampling settings (Euler steps, guidance, FlexRoPE slope) can change between steps.
+    The one stepping core: the Gymnasium envs, the SB3 adapter, play.py, evaluation rollouts and
+    the benchmarks all advance frames through :meth:`step`. Context actions follow the episode
+    convention (``actions[t]`` leads from ``frames[t]`` to ``frames[t+1]``, so T frames come with
+    T-1 actions); the first context frame gets the null action. ``settings`` (a
+    :class:`SamplingSettings` value, the checkpoint's defaults at load) may be replaced between
+    steps. Without ``long_context`` the model sees only its short window, as if started afresh
+    from it before each frame (evaluation's long-term context off).
     """
 
-    def __init__(self, ckpt: WorldCheckpoint, device: str | torch.device = "cpu", batch_size: int = 1) -> None:
+    def __init__(
+        self, ckpt: WorldCheckpoint, device: str | torch.device = "cpu", batch_size: int = 1, long_context: bool = True
+    ) -> None:
         self.device = torch.device(device)
         self.checkpoint = ckpt
         self.autoencoder = FrameAutoencoder(ckpt.ae_config).to(self.device).eval()
@@ -61,16 +55,17 @@ class WorldModel:
         self.world_spec = ckpt.world
         self.action_names = list(ckpt.action_names)
         self.action_space_spec = dict(ckpt.action_space)
-        self.action_space = action_space_from_spec(self.action_space_spec)
+        self.action_space = space_from_spec(self.action_space_spec)
         self.action_shape: tuple[int, ...] = tuple(self.action_space.shape)
         self.resolution: tuple[int, int] = tuple(int(s) for s in ckpt.prompt_frames.shape[2:4])
         self.prompt_frames = ckpt.prompt_frames.numpy()
         # Bundled prompts are stored in the model convention (action into each frame): drop the first.
         self.prompt_actions = ckpt.prompt_actions[:, 1:].numpy()
-        defaults = ckpt.summary.get("inference", {})
-        self.sampling_steps = int(defaults.get("sampling_steps", 4))
-        self.guidance = float(defaults.get("guidance", 1.0))
-        self.far.flex_rope_slope = float(defaults.get("flex_rope_slope", ckpt.far_config.flex_rope_slope))
+        self.sampler = CachedSampler(self.far)
+        self.settings = SamplingSettings.from_dict(
+            ckpt.summary.get("inference", {}), flex_rope_slope=ckpt.far_config.flex_rope_slope
+        )
+        self.long_context = bool(long_context)
         self._null = torch.tensor(ckpt.far_config.action_nvec, dtype=torch.long, device=self.device)
         self._nvec = np.asarray(ckpt.far_config.action_nvec, dtype=np.int64)  # classes per component
         self._state = None
@@ -78,7 +73,9 @@ class WorldModel:
         self.frame_index = np.zeros(self.batch_size, np.int64)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 1) -> "WorldModel":
+    def load(
+        cls, path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 1, long_context: bool = True
+    ) -> "WorldModel":
         """Load a checkpoint file (``None``: the released default world)."""
         if path is None:
             path = default_checkpoint_path()
@@ -87,22 +84,45 @@ class WorldModel:
                     f"the default checkpoint {path} is missing: pass a checkpoint path, set "
                     f"${CHECKPOINT_ENV_VAR}, or train one (docs/training.md)"
                 )
-        return cls(load_world_checkpoint(path), device=device, batch_size=batch_size)
+        # A released world's name (`maze`, `checkpoints/maze.pt`) finds the bundled file from any folder.
+        return cls(load_world_checkpoint(resolve_checkpoint(path)), device=device, batch_size=batch_size, long_context=long_context)
+
+    def with_batch(
+        self, batch_size: int, long_context: bool | None = None, settings: SamplingSettings | None = None
+    ) -> "WorldModel":
+        """Another batch of worlds on the same weights (shared, not copied), with its own context,
+        random generator and settings (default: this one's); ``reset`` it before stepping."""
+        other = copy.copy(self)
+        other.batch_size = int(batch_size)
+        other.long_context = self.long_context if long_context is None else bool(long_context)
+        other.settings = self.settings if settings is None else settings
+        other._state = None
+        other._generator = torch.Generator(self.device)
+        other.frame_index = np.zeros(other.batch_size, np.int64)
+        return other
 
     def configure(
-        self, sampling_steps: int | None = None, guidance: float | None = None, flex_rope_slope: float | None = None
-    ) -> None:
-        """Change sampling settings; ``None`` keeps the current value."""
-        if sampling_steps is not None:
-            if int(sampling_steps) < 1:
-                raise ValueError(f"sampling_steps must be >= 1, got {sampling_steps}")
-            self.sampling_steps = int(sampling_steps)
-        if guidance is not None:
-            self.guidance = float(guidance)
-        if flex_rope_slope is not None:
-            if float(flex_rope_slope) < 0:
-                raise ValueError(f"flex_rope_slope must be >= 0, got {flex_rope_slope}")
-            self.far.flex_rope_slope = float(flex_rope_slope)
+        self,
+        sampling_steps: int | None = None,
+        guidance: float | None = None,
+        flex_rope_slope: float | None = None,
+        context_noise: float | None = None,
+    ) -> SamplingSettings:
+        """Change sampling settings (``None`` keeps a value); returns the new settings."""
+        self.settings = self.settings.replace(
+            steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise
+        )
+        return self.settings
+
+    @property
+    def sampling_steps(self) -> int:
+        """Euler steps a frame (``settings.steps``)."""
+        return self.settings.steps
+
+    @property
+    def guidance(self) -> float:
+        """Action guidance weight (``settings.guidance``)."""
+        return self.settings.guidance
 
     @property
     def context_length(self) -> np.ndarray:
@@ -120,25 +140,46 @@ class WorldModel:
         k = len(self._null)
         into = self._null.expand(rows, steps, k).clone()
         if actions is not None:
-            actions = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.device).reshape(rows, steps - 1, -1)
+            actions = torch.tensor(np.asarray(actions), dtype=torch.long, device=self.device).reshape(rows, steps - 1, -1)
             if actions.shape[-1] != k:
                 raise ValueError(f"context actions must have {k} component(s), got shape {tuple(actions.shape)}")
             into[:, 1:] = actions
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).reshape(rows * steps, *frames.shape[2:])
+        # Episode frames are often read-only memory maps, which torch cannot wrap: copy those.
+        frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames)
+        pixels = torch.from_numpy(frames).reshape(rows * steps, *frames.shape[2:])
         with torch.no_grad():
             latents = self.autoencoder.encode(pixels.to(self.device))
         return latents.reshape(rows, steps, *latents.shape[1:]), into
 
-    def reset(self, frames: np.ndarray, actions: np.ndarray | None = None, seed: int | None = None) -> None:
-        """Start all B worlds from context frames (B,T,H,W,3) uint8 and actions (B,T-1[,K])."""
+    def reset(
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        actions: np.ndarray | Sequence[np.ndarray] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Start all B worlds from context frames (B,T,H,W,3) uint8 and actions (B,T-1[,K]), or
+        from B contexts of their own lengths: sequences of (T_i,H,W,3) frames and (T_i-1[,K]) actions."""
         if len(frames) != self.batch_size:
             raise ValueError(f"reset needs context for all {self.batch_size} worlds, got {len(frames)}")
         if seed is not None:
             self._generator.manual_seed(int(seed))
-        latents, into = self._encode_context(frames, actions)
-        self._state = self.far.new_state(self.batch_size, self.device)
-        self.far.prefill(self._state, latents, into, generator=self._generator)
+        self._state = self.sampler.new_cache(self.batch_size, self.device, self.long_context)
         self.frame_index[:] = 0
+        if isinstance(frames, np.ndarray) and frames.ndim == 5:
+            latents, into = self._encode_context(frames, actions)
+            self.sampler.prefill(self._state, latents, into, self.settings, self._generator)
+            return
+        # Contexts of different lengths: each encoded alone, rows of equal length prefilled together.
+        encoded = [
+            self._encode_context(np.asarray(f)[None], None if actions is None else np.asarray(actions[i])[None])
+            for i, f in enumerate(frames)
+        ]
+        lengths = np.array([len(f) for f in frames])
+        for length in np.unique(lengths):
+            rows = lengths == length
+            latents = torch.cat([e[0] for e, r in zip(encoded, rows) if r])
+            into = torch.cat([e[1] for e, r in zip(encoded, rows) if r])
+            self.sampler.reset_rows(self._state, torch.from_numpy(rows), latents, into, self.settings, self._generator)
 
     def reset_rows(self, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
         """Restart the worlds flagged in ``rows`` (B,) bool from R new contexts (R,T,H,W,3)."""
@@ -146,11 +187,15 @@ class WorldModel:
             raise RuntimeError("call reset() before reset_rows()")
         rows = np.asarray(rows, dtype=bool)
         latents, into = self._encode_context(frames, actions)
-        self.far.reset_rows(self._state, torch.from_numpy(rows).to(self.device), latents, into, generator=self._generator)
+        self.sampler.reset_rows(self._state, torch.from_numpy(rows).to(self.device), latents, into, self.settings, self._generator)
         self.frame_index[rows] = 0
 
-    def step(self, actions: np.ndarray) -> WorldStep:
-        """Advance every world by one frame; actions (B,) for Discrete, (B,K) for MultiDiscrete."""
+    def step(self, actions: np.ndarray, allow_null: bool = False) -> WorldStep:
+        """Advance every world by one frame; actions (B,) for Discrete, (B,K) for MultiDiscrete.
+
+        ``allow_null``: also accept the null action (index = class count, per component), the
+        model unconditioned on the action, which evaluation uses.
+        """
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
@@ -158,14 +203,10 @@ class WorldModel:
         if actions.shape != expected or not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(f"actions must be integers of shape {expected}, got {actions.dtype} {actions.shape}")
         flat = actions.reshape(self.batch_size, -1)
-        if (flat < 0).any() or (flat >= self._nvec).any():
+        if (flat < 0).any() or (flat > self._nvec - (0 if allow_null else 1)).any():
             raise ValueError(f"actions {actions.tolist()} are outside the action space {self.action_space}")
-        out = self.far.generate(
-            self._state,
-            torch.as_tensor(actions, dtype=torch.long, device=self.device),
-            steps=self.sampling_steps,
-            guidance=self.guidance,
-            generator=self._generator,
+        out = self.sampler.generate(
+            self._state, torch.as_tensor(actions, dtype=torch.long, device=self.device), self.settings, generator=self._generator
         )
         with torch.no_grad():
             frames = self.autoencoder.decode(out.latents)

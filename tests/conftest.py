@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: idle OpenMP threads sleep instead of spinning, which keeps tiny test
-# models from slowing to a crawl when the two cores are shared.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import far_world  # noqa: F401  (first: torch's OpenMP settings, far_world/openmp.py)
+import numpy as np
+import pytest
+import torch
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -24,11 +21,16 @@ from far_world.model.far import FARModel  # noqa: E402
 ACTION_NAMES = ["noop", "forward", "left", "right", "forward+left", "forward+right"]
 
 
-def make_tiny_world_checkpoint(path, seed: int = 0, prompts: int = 3, prompt_frames: int = 4) -> WorldCheckpoint:
+def make_tiny_world_checkpoint(
+    path, seed: int = 0, prompts: int = 3, prompt_frames: int = 4, world: str = "maze", action_names: list[str] = ACTION_NAMES
+) -> WorldCheckpoint:
     """An untrained tiny world (random weights, random-noise prompt frames) saved at ``path``."""
     torch.manual_seed(seed)
     ae = FrameAutoencoder(AEConfig(channels=(8, 16), latent_channels=4))
-    cfg = FARConfig(latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=8)
+    cfg = FARConfig(
+        latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=8,
+        action_nvec=(len(action_names),),
+    )  # fmt: skip
     far = FARModel(cfg)
     # Untrained heads output zeros; perturb every weight so outputs depend on inputs and actions.
     with torch.no_grad():
@@ -36,12 +38,12 @@ def make_tiny_world_checkpoint(path, seed: int = 0, prompts: int = 3, prompt_fra
             p.add_(0.05 * torch.randn_like(p))
     rng = np.random.default_rng(seed)
     frames = torch.from_numpy(rng.integers(0, 256, (prompts, prompt_frames, 64, 64, 3), dtype=np.uint8))
-    actions = torch.from_numpy(rng.integers(0, 6, (prompts, prompt_frames))).long()
-    actions[:, 0] = 6  # null action into each prompt's first frame
+    actions = torch.from_numpy(rng.integers(0, len(action_names), (prompts, prompt_frames))).long()
+    actions[:, 0] = len(action_names)  # null action into each prompt's first frame
     ckpt = WorldCheckpoint(
         far_config=cfg, ae_config=ae.cfg, ae_state=ae.state_dict(), far_state=far.state_dict(),
-        action_names=ACTION_NAMES, action_space={"type": "discrete", "n": 6},
-        prompt_frames=frames, prompt_actions=actions, summary={"note": "untrained test world"}, world="maze",
+        action_names=list(action_names), action_space={"type": "discrete", "n": len(action_names)},
+        prompt_frames=frames, prompt_actions=actions, summary={"note": "untrained test world"}, world=world,
     )
     save_world_checkpoint(path, ckpt)
     return ckpt

@@ -5,7 +5,8 @@ import torch
 from conftest import random_far_model
 
 from far_world.model.far import CONTEXT, FARModel
-from far_world.model.sampler import sample_euler
+from far_world.model.inference import CachedSampler
+from far_world.model.sampler import SamplingSettings, sample_euler
 
 ATOL = 1e-4
 
@@ -14,7 +15,11 @@ def random_model(**overrides) -> FARModel:
     return random_far_model(**{"short_window": 3, **overrides})
 
 
-def reference_rollout(model, latents, actions, next_actions, noises, steps, guidance):
+def settings(steps=4, guidance=1.0, slope=0.0):
+    return SamplingSettings(steps=steps, guidance=guidance, flex_rope_slope=slope)
+
+
+def reference_rollout(model, latents, actions, next_actions, noises, steps, guidance, slope=0.0):
     """One world by full recomputation: every Euler step runs the whole sequence uncached.
 
     latents (T,C,h,w), actions (T,) context; next_actions (N,), noises (N,C,h,w).
@@ -34,7 +39,7 @@ def reference_rollout(model, latents, actions, next_actions, noises, steps, guid
                 act[1:] = null  # the unconditional row: the null action everywhere
                 ts = torch.full(act.shape, CONTEXT)
                 ts[:, -1] = s
-                return model.velocity(lat, act, ts)[:, -1]
+                return model.velocity(lat, act, ts, flex_rope_slope=slope)[:, -1]
 
             x = sample_euler(velocity, noise[None], steps, guidance)
             seq = torch.cat([seq, x[:, None]], dim=1)
@@ -42,7 +47,7 @@ def reference_rollout(model, latents, actions, next_actions, noises, steps, guid
             # short window (where the cache's re-encoding sees it): a placeholder frame after it
             # shifts the window, and causality keeps it from changing the new frame's features.
             padded, padded_acts = torch.cat([seq, seq[:, -1:]], dim=1), torch.cat([acts, acts[:, -1:]], dim=1)
-            _, features = model(padded, padded_acts, torch.full(padded_acts.shape, CONTEXT))
+            _, features = model(padded, padded_acts, torch.full(padded_acts.shape, CONTEXT), flex_rope_slope=slope)
             reward, logit = model.heads(features[:, -2])
             frames.append(x[0])
             rewards.append(reward[0])
@@ -61,7 +66,7 @@ def _clip(g, batch, frames, cfg):
 )
 def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning):
     model = random_model(token_conditioning=token_conditioning)
-    model.flex_rope_slope = slope
+    sampler, drawn = CachedSampler(model), settings(3, guidance, slope)
     cfg = model.cfg
     g = torch.Generator().manual_seed(1)
     context, context_actions = _clip(g, 2, 2, cfg)
@@ -69,13 +74,13 @@ def test_cached_generation_equals_full_recomputation(guidance, slope, token_cond
     actions = torch.randint(0, cfg.action_nvec[0], (2, n), generator=g)
     noises = torch.randn(2, n, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
 
-    state = model.new_state(2)
-    model.prefill(state, context, context_actions)
-    outs = [model.generate(state, actions[:, i], steps=3, guidance=guidance, noise=noises[:, i]) for i in range(n)]
+    state = sampler.new_cache(2)
+    sampler.prefill(state, context, context_actions, drawn)
+    outs = [sampler.generate(state, actions[:, i], drawn, noise=noises[:, i]) for i in range(n)]
     assert int(state.long_count.max()) == 2 + n - (cfg.short_window - 1)
 
     for row in range(2):
-        ref = reference_rollout(model, context[row], context_actions[row], actions[row], noises[row], 3, guidance)
+        ref = reference_rollout(model, context[row], context_actions[row], actions[row], noises[row], 3, guidance, slope)
         got = (torch.stack([o.latents[row] for o in outs]), torch.stack([o.reward[row] for o in outs]))
         assert (got[0] - ref[0]).abs().max() < ATOL
         assert (got[1] - ref[1]).abs().max() < ATOL
@@ -92,13 +97,14 @@ def test_rows_with_different_context_lengths_follow_their_own_history(guidance):
     actions = torch.randint(0, cfg.action_nvec[0], (3, 8), generator=g)
     noises = torch.randn(3, 8, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
 
-    state = model.new_state(3)
-    model.prefill(state, context, context_actions)
-    outs = [model.generate(state, actions[:, i], steps=2, guidance=guidance, noise=noises[:, i]) for i in range(3)]
+    sampler, drawn = CachedSampler(model), settings(2, guidance)
+    state = sampler.new_cache(3)
+    sampler.prefill(state, context, context_actions, drawn)
+    outs = [sampler.generate(state, actions[:, i], drawn, noise=noises[:, i]) for i in range(3)]
     # Row 1 restarts from one new frame (the vector env's autoreset) while rows 0 and 2 go on.
-    model.reset_rows(state, torch.tensor([False, True, False]), new_context, new_actions)
+    sampler.reset_rows(state, torch.tensor([False, True, False]), new_context, new_actions, drawn)
     assert state.context_length.tolist() == [4 + 3, 1, 4 + 3]
-    outs += [model.generate(state, actions[:, i], steps=2, guidance=guidance, noise=noises[:, i]) for i in range(3, 8)]
+    outs += [sampler.generate(state, actions[:, i], drawn, noise=noises[:, i]) for i in range(3, 8)]
     got = torch.stack([o.latents for o in outs], dim=1)
 
     for row in (0, 2):
@@ -117,11 +123,12 @@ def test_switching_guidance_mid_rollout_rebuilds_the_unconditional_branch():
     noises = torch.randn(1, 6, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
     guidances = [1.0, 1.0, 2.0, 2.0, 1.0, 2.0]
 
-    state = model.new_state(1)
-    model.prefill(state, context, context_actions)
+    sampler = CachedSampler(model)
+    state = sampler.new_cache(1)
+    sampler.prefill(state, context, context_actions, settings(2))
     got = []
     for i, w in enumerate(guidances):
-        got.append(model.generate(state, actions[:, i], steps=2, guidance=w, noise=noises[:, i]).latents[0])
+        got.append(sampler.generate(state, actions[:, i], settings(2, w), noise=noises[:, i]).latents[0])
         assert state.branches == (1 if w == 1.0 else 2)
 
     seq, acts = context[0], context_actions[0]
@@ -136,11 +143,12 @@ def test_cache_stops_growing_beyond_the_long_term_cap():
     cfg = model.cfg
     g = torch.Generator().manual_seed(4)
     context, context_actions = _clip(g, 2, 1, cfg)
-    state = model.new_state(2)
-    model.prefill(state, context, context_actions)
+    sampler = CachedSampler(model)
+    state = sampler.new_cache(2)
+    sampler.prefill(state, context, context_actions, settings(1))
     sizes, spans = [], []
     for i in range(20):
-        out = model.generate(state, torch.tensor([i % 6, (i + 1) % 6]), steps=1, generator=g)
+        out = sampler.generate(state, torch.tensor([i % 6, (i + 1) % 6]), settings(1), generator=g)
         assert torch.isfinite(out.latents).all()
         sizes.append(state.nbytes())
         spans.append(int((state.next_frame - state.base()).max()))
@@ -158,12 +166,13 @@ def test_prefill_keeps_only_what_the_cache_holds():
     g = torch.Generator().manual_seed(5)
     context, context_actions = _clip(g, 1, 9, cfg)
     keep = cfg.max_long_frames + cfg.short_window - 1
-    a, b = model.new_state(1), model.new_state(1)
-    model.prefill(a, context, context_actions)
-    model.prefill(b, context[:, -keep:], context_actions[:, -keep:])
+    sampler = CachedSampler(model)
+    a, b = sampler.new_cache(1), sampler.new_cache(1)
+    sampler.prefill(a, context, context_actions, settings())
+    sampler.prefill(b, context[:, -keep:], context_actions[:, -keep:], settings())
     noise = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
-    first = model.generate(a, torch.tensor([1]), noise=noise).latents
-    assert torch.equal(first, model.generate(b, torch.tensor([1]), noise=noise).latents)
+    first = sampler.generate(a, torch.tensor([1]), settings(), noise=noise).latents
+    assert torch.equal(first, sampler.generate(b, torch.tensor([1]), settings(), noise=noise).latents)
     assert a.context_length.tolist() == [keep]
 
 
@@ -173,12 +182,50 @@ def test_observing_a_frame_reads_the_heads_as_generating_it_did():
     g = torch.Generator().manual_seed(4)
     context, context_actions = _clip(g, 2, 5, cfg)
     actions = torch.randint(0, cfg.action_nvec[0], (2, 4), generator=g)
-    generating, observing = model.new_state(2), model.new_state(2)
-    model.prefill(generating, context, context_actions)
-    model.prefill(observing, context, context_actions)
+    sampler, drawn = CachedSampler(model), settings(2)
+    generating, observing = sampler.new_cache(2), sampler.new_cache(2)
+    sampler.prefill(generating, context, context_actions, drawn)
+    sampler.prefill(observing, context, context_actions, drawn)
     for i in range(4):  # crosses into the long-term cache (short window 3)
-        made = model.generate(generating, actions[:, i], steps=2)
-        seen = model.observe(observing, made.latents, actions[:, i])
+        made = sampler.generate(generating, actions[:, i], drawn)
+        seen = sampler.observe(observing, made.latents, actions[:, i], drawn)
         assert (seen.reward - made.reward).abs().max() < ATOL
         assert (seen.terminated_prob - made.terminated_prob).abs().max() < ATOL
     assert observing.context_length.tolist() == generating.context_length.tolist()
+
+
+def test_load_rows_puts_old_frames_in_the_long_term_slots_and_the_last_ones_in_the_window():
+    model = random_model(max_long_frames=4)  # short window 3: two short-term context slots
+    cfg = model.cfg
+    cache = CachedSampler(model).new_cache(2)
+    latents = torch.arange(5.0)[None, :, None, None, None].expand(1, 5, cfg.latent_channels, 8, 8)
+    actions = torch.tensor([[[6], [1], [2], [3], [4]]])
+    long_actions = cache.load_rows(torch.tensor([1]), latents, actions, torch.zeros(1, 5))
+    assert cache.long_frame.tolist() == [[-1, -1, -1], [0, 1, 2]] and cache.long_count.tolist() == [0, 3]
+    assert cache.short_frame.tolist() == [[-1, -1], [3, 4]] and cache.next_frame.tolist() == [0, 5]
+    assert cache.short_latents[1, :, 0, 0, 0].tolist() == [3.0, 4.0] and cache.short_actions[1, :, 0].tolist() == [3, 4]
+    assert long_actions[0, :, 0].tolist() == [6, 1, 2]
+    with pytest.raises(ValueError, match="at most"):
+        cache.load_rows(torch.tensor([0]), torch.zeros(1, 7, cfg.latent_channels, 8, 8), torch.zeros(1, 7, 1), torch.zeros(1, 7))
+
+
+def test_a_cache_without_long_term_context_sees_only_its_short_window():
+    model = random_model()
+    cfg = model.cfg
+    sampler, drawn = CachedSampler(model), settings(2)
+    g = torch.Generator().manual_seed(6)
+    context, context_actions = _clip(g, 1, 5, cfg)
+    actions = torch.randint(0, cfg.action_nvec[0], (1, 6), generator=g)
+    noises = torch.randn(1, 6, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
+    short = sampler.new_cache(1, long_context=False)
+    sampler.prefill(short, context, context_actions, drawn)
+    keep = cfg.short_window - 1
+    seq, acts = context[0], context_actions[0]
+    for i in range(6):
+        got = sampler.generate(short, actions[:, i], drawn, noise=noises[:, i]).latents
+        # The same frame from a fresh cache holding only the last short_window - 1 frames.
+        fresh = sampler.new_cache(1)
+        sampler.prefill(fresh, seq[None, -keep:], acts[None, -keep:], drawn)
+        assert torch.equal(got, sampler.generate(fresh, actions[:, i], drawn, noise=noises[:, i]).latents)
+        seq, acts = torch.cat([seq, got]), torch.cat([acts, actions[0, i : i + 1]])
+    assert short.slots == 0 and short.context_length.tolist() == [keep]

@@ -168,8 +168,8 @@ def test_kinds_are_not_confused(tmp_path):
     world = save_world_checkpoint(tmp_path / "world.pt", make_world_checkpoint())
     with pytest.raises(CheckpointError, match="'world' checkpoint, expected 'training_state'"):
         load_training_state(world)
-    with pytest.raises(CheckpointError, match="expected 'autoencoder'"):
-        load_autoencoder(world)
+    with pytest.raises(CheckpointError, match="'autoencoder' checkpoint, expected 'world'"):
+        load_world_checkpoint(save_autoencoder(tmp_path / "ae.pt", FrameAutoencoder(AEConfig(channels=(8, 16), latent_channels=4))))
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -267,3 +267,12 @@ def test_release_script_stores_the_inference_defaults_worlds_start_from(tmp_path
     assert (world.sampling_steps, world.guidance) == (2, 1.5)
     with pytest.raises(SystemExit):
         release.main([str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), "--sampling-steps", "0"])
+
+
+def test_a_world_checkpoint_lends_its_autoencoder(tmp_path):
+    """train_far --ae accepts a released world: a new world trains on the very same latents."""
+    ckpt = make_world_checkpoint()
+    ae, summary = load_autoencoder(save_world_checkpoint(tmp_path / "world.pt", ckpt))
+    for key, value in ae.state_dict().items():
+        assert torch.equal(value, ckpt.ae_state[key].float()), key
+    assert isinstance(summary, dict)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.real import UnknownWorldError
 from far_world.collection import CollectConfig, DatasetMismatchError, WorkerDiedError, collect
 from far_world.collection.plan import episode_seeds, split_of
 from far_world.collection.policies import PersistentRandomPolicy, RetracePolicy, make_policy
 from far_world.data.episodes import episode_paths, load_episode, read_meta
+from far_world.envs.real import UnknownWorldError
 
 COLLECT_SCRIPT = Path(__file__).resolve().parents[1] / "train" / "collect.py"
 MOVE_NAMES = ["noop", "forward", "left", "right", "forward+left", "forward+right"]
@@ -175,10 +175,20 @@ def test_collect_maze_saves_poses(tmp_path: Path) -> None:
     collect(CollectConfig("maze", episodes=2, steps=16, out=tmp_path), progress=False)
     episodes = check_dataset(tmp_path, "maze", 2, 16, ("agent_pos", "agent_dir"))
     check_frames_move(episodes, 1.0)
-    assert read_meta(tmp_path).policy == "retrace"
+    assert read_meta(tmp_path).policy == "retrace_jitter"  # the released maze world's data
     for ep in episodes:
         assert np.allclose(np.linalg.norm(ep.extras["agent_dir"], axis=1), 1.0, atol=1e-3)
         assert np.linalg.norm(np.diff(ep.extras["agent_pos"], axis=0), axis=1).sum() > 0.5  # it moved
+
+
+@pytest.mark.worlds
+def test_collect_a_larger_maze_by_its_spec(tmp_path: Path) -> None:
+    result = run_collect_script("--world", "maze:11x11", "--episodes", "2", "--steps", "8", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    meta = read_meta(tmp_path)
+    assert meta.world == "maze:11x11" and meta.policy == "retrace_jitter"
+    episodes = check_dataset(tmp_path, "maze:11x11", 2, 8, ("agent_pos", "agent_dir"))
+    assert max(ep.extras["agent_pos"].max() for ep in episodes) > 9  # cells beyond a 9x9 maze
 
 
 @pytest.mark.worlds
@@ -236,7 +246,7 @@ def test_cli_collects_a_gymnasium_env(tmp_path: Path) -> None:
 
 
 def test_bad_world_spec_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(UnknownWorldError, match="worlds: maze, doom"):
+    with pytest.raises(UnknownWorldError, match=r"unknown world .quake.; worlds: maze, .*doom, .*minecraft"):
         collect(CollectConfig("quake", episodes=1, steps=8, out=tmp_path), progress=False)
     result = run_collect_script("--world", "quake", "--episodes", "1", "--steps", "8", "--out", str(tmp_path))
     assert result.returncode == 1 and "unknown world 'quake'" in result.stderr

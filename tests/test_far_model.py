@@ -7,7 +7,8 @@ from conftest import random_far_model
 from far_world.model.config import FARConfig
 from far_world.model.far import CONTEXT, FARModel, timestep_embedding
 from far_world.model.heads import head_losses
-from far_world.model.sampler import flow_times, guide, sample_euler
+from far_world.model.inference import CachedSampler
+from far_world.model.sampler import SamplingSettings, flow_times, guide, sample_euler
 
 
 random_model = random_far_model
@@ -68,27 +69,26 @@ def test_flex_rope_slope_zero_is_plain_rope_exactly():
     model = random_model()
     latents, actions, timesteps = _inputs(model, frames=6)
     plain = model.velocity(latents, actions, timesteps)
-    model.flex_rope_slope = 0.5
-    decayed = model.velocity(latents, actions, timesteps)
+    decayed = model.velocity(latents, actions, timesteps, flex_rope_slope=0.5)
     assert not torch.allclose(decayed, plain, atol=1e-4)
-    model.flex_rope_slope = 0.0
-    assert torch.equal(model.velocity(latents, actions, timesteps), plain)
-    model.flex_rope_slope = [0.0] * model.cfg.heads
-    assert torch.equal(model.velocity(latents, actions, timesteps), plain)
-    model.flex_rope_slope = [0.0, 0.5]  # per head: only the second head decays
-    assert not torch.allclose(model.velocity(latents, actions, timesteps), decayed, atol=1e-4)
+    assert torch.equal(model.velocity(latents, actions, timesteps, flex_rope_slope=0.0), plain)
+    assert torch.equal(model.velocity(latents, actions, timesteps, flex_rope_slope=[0.0] * model.cfg.heads), plain)
+    # per head: only the second head decays
+    assert not torch.allclose(model.velocity(latents, actions, timesteps, flex_rope_slope=[0.0, 0.5]), decayed, atol=1e-4)
+    with pytest.raises(ValueError, match="one per head"):
+        model.velocity(latents, actions, timesteps, flex_rope_slope=[0.1, 0.2, 0.3])
 
 
 def test_flex_rope_applies_to_cached_generation_too():
     model = random_model(short_window=3)
     latents, actions, _ = _inputs(model, batch=1, frames=4)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    outs = []
+    sampler, outs = CachedSampler(model), []
     for slope in (0.0, 1.0):
-        model.flex_rope_slope = slope
-        state = model.new_state(1)
-        model.prefill(state, latents, actions)
-        outs.append(model.generate(state, torch.tensor([2]), noise=noise).latents)
+        settings = SamplingSettings(flex_rope_slope=slope)
+        state = sampler.new_cache(1)
+        sampler.prefill(state, latents, actions, settings)
+        outs.append(sampler.generate(state, torch.tensor([2]), settings, noise=noise).latents)
     assert not torch.allclose(outs[0], outs[1], atol=1e-4)
 
 
@@ -220,12 +220,13 @@ def _overfit_and_roll_out():
         optimizer.step()
 
     model.eval()
-    state = model.new_state(1)
-    model.prefill(state, latents[:, :2], actions[:, :2])
+    sampler, settings = CachedSampler(model), SamplingSettings(steps=4)
+    state = sampler.new_cache(1)
+    sampler.prefill(state, latents[:, :2], actions[:, :2], settings)
     noise = torch.Generator().manual_seed(1)
     generated, predicted = [], []
     for t in range(2, frames):
-        o = model.generate(state, actions[:, t], steps=4, generator=noise)
+        o = sampler.generate(state, actions[:, t], settings, generator=noise)
         generated.append(o.latents)
         predicted.append(o.reward)
     generated = torch.stack(generated, dim=1)

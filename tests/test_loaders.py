@@ -96,24 +96,26 @@ def inputs(**pressed: list) -> MinecraftInputs:
     camera = np.asarray(pressed.pop("camera"), np.float32)
     steps = len(camera)
     buttons = {name: np.zeros(steps, bool) for name in ("forward", "back", "left", "right", "jump", "attack",
-                                                        "sneak", "sprint")}  # fmt: skip
+                                                        "use", "sneak", "sprint")}  # fmt: skip
     buttons.update({name: np.asarray(values, bool) for name, values in pressed.items()})
     return MinecraftInputs(camera=camera, **buttons)
 
 
 def test_discrete_mapping_priority() -> None:
     steps = inputs(
-        camera=[[0, 0], [0, 0], [0, 0], [0, -9], [4, 3], [-1, 0.5], [0, 0], [0, 0], [3, 0], [0, 0]],
-        forward=[1, 1, 1, 1, 0, 0, 0, 1, 0, 0],
-        back=[0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
-        jump=[0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-        attack=[0, 0, 1, 1, 0, 1, 0, 0, 0, 0],
-        right=[0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
-        sprint=[0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        camera=[[0, 0], [0, 0], [0, 0], [0, -9], [4, 3], [-1, 0.5], [0, 0], [0, 0], [3, 0], [0, 0], [0, 0], [0, 0],
+                [0, 0]],  # fmt: skip
+        forward=[1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0],
+        back=[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0],
+        jump=[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+        attack=[0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0],
+        use=[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1],
+        right=[0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        sprint=[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
     )
     expected = [
         "forward",  # a key alone
-        "jump",  # jump outranks walking
+        "forward+jump",  # jumping while walking forward: the world's climbing action
         "forward",  # walking outranks attacking
         "camera_left",  # a camera turn outranks everything
         "camera_down",  # pitch 4 beats yaw 3
@@ -122,24 +124,43 @@ def test_discrete_mapping_priority() -> None:
         "noop",  # forward and back cancel out
         "camera_down",
         "noop",  # sprint alone has no discrete action
+        "jump",  # jumping in place
+        "attack",  # attack outranks use
+        "use",
     ]
     np.testing.assert_array_equal(to_discrete(steps, camera_threshold=2.0), [A[n] for n in expected])
+
+
+def test_discrete_actions_are_the_minecraft_worlds() -> None:
+    """Imported MineRL/VPT data and the real Minecraft world train checkpoints with the same controls."""
+    from far_world.envs.real.minecraft_protocol import ACTIONS
+    from far_world.game.keymap import build_keymap
+
+    assert DISCRETE_ACTIONS == ACTIONS
+    keymap = build_keymap(list(DISCRETE_ACTIONS))
+    keys = dict(zip(DISCRETE_ACTIONS, keymap.tokens, strict=True))
+    assert keys["forward"] == {"w"} and keys["left"] == {"a"} and keys["forward+jump"] == {"w", "space"}
+    assert keys["camera_left"] == {"left"} and keys["camera_up"] == {"up"}
+    assert keymap.action_for({"w", "space"}) == A["forward+jump"]
+    assert keymap.action_for(set()) == A["noop"]
 
 
 def test_multi_discrete_mapping_keeps_combinations() -> None:
     steps = inputs(camera=[[-5, 7], [0, 0]], forward=[1, 1], left=[1, 0], jump=[1, 0], attack=[1, 0], sneak=[0, 1])
     names = list(MULTI_DISCRETE_COMPONENTS)
     row0 = dict(zip(names, to_multi_discrete(steps, 2.0)[0]))
-    assert row0 == {"move": 1, "strafe": 1, "jump": 1, "attack": 1, "sprint": 0, "sneak": 0, "yaw": 2, "pitch": 1}
+    assert row0 == {"move": 1, "strafe": 1, "jump": 1, "attack": 1, "use": 0, "sprint": 0, "sneak": 0, "yaw": 2,
+                    "pitch": 1}  # fmt: skip
     row1 = dict(zip(names, to_multi_discrete(steps, 2.0)[1]))
-    assert row1 == {"move": 1, "strafe": 0, "jump": 0, "attack": 0, "sprint": 0, "sneak": 1, "yaw": 0, "pitch": 0}
+    assert row1 == {"move": 1, "strafe": 0, "jump": 0, "attack": 0, "use": 0, "sprint": 0, "sneak": 1, "yaw": 0,
+                    "pitch": 0}  # fmt: skip
 
 
 # --- MineRL ---------------------------------------------------------------------------------
 
 
 def write_minerl_demo(folder: Path, success: bool = True) -> None:
-    """A 6-frame demo, 5 actions: forward; yaw -10; jump+forward; attack+forward; pitch +5."""
+    """A 6-frame demo, 5 actions: forward; yaw -10; jump+forward; attack+forward; pitch +5 while placing dirt."""
     folder.mkdir(parents=True)
     write_mp4(folder / "recording.mp4", ramp_video(6, 64, 64))
     np.savez(
@@ -154,7 +175,7 @@ def write_minerl_demo(folder: Path, success: bool = True) -> None:
             "action$sneak": np.zeros(5, np.int64),
             "action$sprint": np.zeros(5, np.int64),
             "action$camera": np.array([[0, 0], [0, -10], [0, 0], [0, 0], [5, 1]], np.float32),
-            "action$place": np.array(["none"] * 5),
+            "action$place": np.array(["none", "none", "none", "none", "dirt"]),
             "reward": np.array([0, 0, 1, 0, 0], np.float32),
             "observation$inventory$dirt": np.zeros(5, np.int64),
         },
@@ -168,7 +189,7 @@ def test_minerl_demo_converts_with_mapped_actions(tmp_path: Path) -> None:
     (demo,) = loader.find(tmp_path)
     episode = loader.load(demo)
     assert episode.frames.shape == (6, 64, 64, 3)
-    expected = ["forward", "camera_left", "jump", "forward", "camera_down"]
+    expected = ["forward", "camera_left", "forward+jump", "forward", "camera_down"]
     np.testing.assert_array_equal(episode.actions, [A[n] for n in expected])
     np.testing.assert_array_equal(episode.rewards, [0, 0, 1, 0, 0])
     np.testing.assert_array_equal(episode.terminated, [0, 0, 0, 0, 1])  # success ends the episode
@@ -180,8 +201,26 @@ def test_minerl_unsuccessful_demo_does_not_terminate_and_multi_discrete(tmp_path
     episode = MineRLLoader(actions="multi-discrete").load(tmp_path / "demo")
     assert not episode.terminated.any()
     assert episode.actions.shape == (5, len(MULTI_DISCRETE_COMPONENTS))
+    use = list(MULTI_DISCRETE_COMPONENTS).index("use")
+    np.testing.assert_array_equal(episode.actions[:, use], [0, 0, 0, 0, 1])  # 'dirt' placed on the last step
     space = MineRLLoader(actions="multi-discrete").meta().action_space
-    assert space == {"type": "multi_discrete", "nvec": [3, 3, 2, 2, 2, 2, 3, 3]}
+    assert space == {"type": "multi_discrete", "nvec": [3, 3, 2, 2, 2, 2, 2, 3, 3]}
+
+
+@pytest.mark.parametrize("place", [np.array([0, 0, 3, 0, 0]), np.array([b"none", b"none", b"dirt", b"none", b"none"])])
+def test_minerl_place_as_index_or_bytes_and_use_button(tmp_path: Path, place: np.ndarray) -> None:
+    write_minerl_demo(tmp_path / "demo")
+    with np.load(tmp_path / "demo" / "rendered.npz") as data:
+        arrays = dict(data)
+    arrays["action$place"] = place
+    arrays["action$forward"] = np.zeros(5, np.int64)
+    arrays["action$jump"] = np.zeros(5, np.int64)
+    np.savez(tmp_path / "demo" / "rendered.npz", **arrays)
+    assert MineRLLoader().load(tmp_path / "demo").actions[2] == A["use"]
+    del arrays["action$place"]
+    arrays["action$use"] = np.array([0, 0, 1, 0, 0])  # MineRL 1.0 names the button
+    np.savez(tmp_path / "demo" / "rendered.npz", **arrays)
+    assert MineRLLoader().load(tmp_path / "demo").actions[2] == A["use"]
 
 
 def test_minerl_raw_replays_explain_that_minerl_is_needed(tmp_path: Path) -> None:
@@ -221,16 +260,18 @@ def test_vpt_recording_converts_with_mapped_actions(tmp_path: Path) -> None:
         vpt_record(dx=-20.0, x=2.0),  # -20 px = -3 degrees of yaw
         vpt_record(dx=300.0, gui=True),  # moving a cursor in the inventory, not the view
         vpt_record(buttons=[0], new_buttons=[0]),  # a real press unsticks attack
+        vpt_record(buttons=[1], new_buttons=[1]),  # the use button places a block
+        vpt_record(buttons=[1], gui=True),  # ... but not in the inventory
         vpt_record(keys=["key.keyboard.space", "key.keyboard.w"], dy=40.0),  # last line leads past the video
     ]
-    path = write_vpt(tmp_path, "player-abc-20220101", records, frames=6)
+    path = write_vpt(tmp_path, "player-abc-20220101", records, frames=8)
     episode = VPTLoader().load(path)
-    assert episode.frames.shape == (6, 64, 64, 3)  # 640x360 (here 64x36) squeezed to a square
-    expected = ["noop", "forward", "camera_left", "noop", "attack"]
+    assert episode.frames.shape == (8, 64, 64, 3)  # 640x360 (here 64x36) squeezed to a square
+    expected = ["noop", "forward", "camera_left", "noop", "attack", "use", "noop"]
     np.testing.assert_array_equal(episode.actions, [A[n] for n in expected])
-    assert episode.extras["pose"].shape == (6, 5)
+    assert episode.extras["pose"].shape == (8, 5)
     np.testing.assert_array_equal(episode.extras["pose"][:3, 0], [0, 1, 2])
-    np.testing.assert_allclose(frame_levels(episode.frames), 20 + 30 * np.arange(6), atol=8)
+    np.testing.assert_allclose(frame_levels(episode.frames), 20 + 30 * np.arange(8), atol=8)
 
 
 def test_vpt_uses_the_shorter_of_video_and_log_and_drops_a_cut_off_line(tmp_path: Path) -> None:

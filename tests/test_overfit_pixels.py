@@ -10,6 +10,8 @@ from far_world.evaluation.metrics import psnr
 from far_world.model.autoencoder import FrameAutoencoder
 from far_world.model.config import FARConfig
 from far_world.model.far import FARModel
+from far_world.model.inference import CachedSampler
+from far_world.model.sampler import SamplingSettings
 from far_world.world import default_checkpoint_path
 
 
@@ -49,10 +51,11 @@ def test_overfit_clip_rollout_exceeds_28_db_in_decoded_pixels():
             optimizer.step()
             schedule.step()
         model.eval()
-        state = model.new_state(1)
-        model.prefill(state, latents[:, :2], actions[:, :2])
+        sampler, settings = CachedSampler(model), SamplingSettings(steps=8)
+        state = sampler.new_cache(1)
+        sampler.prefill(state, latents[:, :2], actions[:, :2], settings)
         noise = torch.Generator().manual_seed(1)
-        generated = torch.cat([model.generate(state, actions[:, t], steps=8, generator=noise).latents for t in range(2, 6)])
+        generated = torch.cat([sampler.generate(state, actions[:, t], settings, generator=noise).latents for t in range(2, 6)])
         with torch.no_grad():
             rollout_pixels = ae.decode(generated).numpy()
             target_pixels = ae.decode(latents[0, 2:]).numpy()

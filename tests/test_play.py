@@ -5,9 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import make_tiny_world_checkpoint
 
 import play
-from far_world.data.episodes import iter_episodes, read_meta
+from far_world.data.clips import ClipDataset, FrameDataset
+from far_world.data.episodes import ImaginedDataError, iter_episodes, read_meta
+from far_world.envs.real import make_real_world
 from far_world.game.keymap import build_keymap
 from far_world.world import default_checkpoint_path
 
@@ -52,6 +55,69 @@ def test_play_records_episodes_in_dataset_format(tiny_ckpt, tmp_path):
     episodes = list(iter_episodes(folder))
     assert sum(ep.num_steps for _, ep in episodes) == 10
     assert read_meta(folder).action_names[1] == "forward"
+
+
+def test_play_records_imagined_frames_under_their_own_label(tiny_ckpt, tmp_path):
+    folder = tmp_path / "my_play"
+    assert play.main(["--ckpt", tiny_ckpt, "--headless", "--frames", "10", "--record", str(folder)]) == 0
+    meta = read_meta(folder)
+    assert meta.world == "imagined:maze" and meta.imagined
+    assert meta.policy == "human play in the learned world (play.py)" and meta.info["checkpoint"] == tiny_ckpt
+    # The training loaders refuse a model's own output unless asked.
+    with pytest.raises(ImaginedDataError, match="imagined by a world model"):
+        FrameDataset(folder)
+    with pytest.raises(ImaginedDataError, match="--allow-imagined"):
+        ClipDataset(folder, clip_len=2)
+    with pytest.warns(UserWarning, match="imagined by a world model"):
+        assert len(FrameDataset(folder, allow_imagined=True)) == 10 + sum(1 for _ in iter_episodes(folder))
+
+
+@pytest.fixture
+def cartpole_ckpt(tmp_path):
+    """A tiny model of a cheap real world, so that --side-by-side runs in a test."""
+    path = tmp_path / "cartpole.pt"
+    make_tiny_world_checkpoint(path, world="gym:CartPole-v1", action_names=["action_0", "action_1"])
+    return str(path)
+
+
+def test_side_by_side_records_the_real_worlds_frames(cartpole_ckpt, tmp_path):
+    folder = tmp_path / "real_play"
+    args = ["--ckpt", cartpole_ckpt, "--headless", "--side-by-side", "--frames", "6", "--record", str(folder)]
+    assert play.main(args) == 0
+    meta = read_meta(folder)
+    assert meta.world == "gym:CartPole-v1" and not meta.imagined and meta.policy == "human play (play.py)"
+    _, episode = next(iter_episodes(folder))
+    # The recorded frames are the real world's: replaying its actions in the real game gives them back.
+    real = make_real_world("gym:CartPole-v1", seed=0)
+    replay = [real.reset(seed=0)[0]]
+    for action in episode.actions:
+        replay.append(real.step(int(action))[0])
+    real.close()
+    assert episode.num_steps >= 4 and np.array_equal(np.stack(replay), episode.frames)  # 3 context steps + played
+    FrameDataset(folder)  # a real dataset trains without a flag
+
+
+def test_recording_into_a_folder_of_another_world_is_refused(cartpole_ckpt, tiny_ckpt, tmp_path):
+    folder = tmp_path / "play"
+    assert play.main(["--ckpt", tiny_ckpt, "--headless", "--frames", "3", "--record", str(folder)]) == 0
+    with pytest.raises(ValueError, match="already holds episodes of world 'imagined:maze'"):
+        play.main(["--ckpt", cartpole_ckpt, "--headless", "--side-by-side", "--frames", "3", "--record", str(folder)])
+    assert read_meta(folder).world == "imagined:maze"
+
+
+def test_without_a_display_play_says_how_to_run_headless(monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(play.sys, "platform", "linux")
+    assert play.main([]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--headless" in lines[0]
+
+
+def test_sampling_steps_flag_and_its_deprecated_alias():
+    assert play.parse_args(["--sampling-steps", "3"]).sampling_steps == 3
+    with pytest.warns(FutureWarning, match="--sampling-steps"):
+        assert play.parse_args(["--steps", "2"]).sampling_steps == 2
 
 
 @pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no released default checkpoint")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.real import MissingWorldPackageError, UnknownWorldError, canonical_world_spec, make_real_world
+from far_world.envs.real import MissingWorldPackageError, UnknownWorldError, canonical_world_spec, make_real_world
 
 
 def heading_deg(info: dict) -> float:
@@ -32,8 +32,10 @@ def check_surface(env, obs: np.ndarray, info: dict) -> None:
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("minecraft", "unknown world"),
-        ("maze:15x15", "takes no"),
+        ("quake", "unknown world"),
+        ("minecraft:big", "takes no"),
+        ("crafter:big", "takes no"),
+        pytest.param("maze:7x7", "no '7x7' maze; sizes: 9x9, 11x11, 13x13, 15x15", marks=pytest.mark.worlds),
         ("gym", "needs a name"),
         pytest.param("doom:no_such_map", "bundled: ", marks=pytest.mark.worlds),
         pytest.param("doom:doom2", "not supported", marks=pytest.mark.worlds),
@@ -49,19 +51,22 @@ def test_canonical_specs() -> None:
     assert canonical_world_spec("doom") == "doom:health_gathering"
     assert canonical_world_spec(" crafter ") == "crafter"
     assert canonical_world_spec("gym:CartPole-v1") == "gym:CartPole-v1"
+    # The 9x9 maze keeps the label that the released world and older datasets carry.
+    assert canonical_world_spec("maze") == canonical_world_spec("maze:9x9") == "maze"
+    assert canonical_world_spec("maze:13x13") == "maze:13x13"
 
 
 def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     # A None entry makes `import crafter` fail as if the package were not installed.
     monkeypatch.setitem(sys.modules, "crafter", None)
-    monkeypatch.delitem(sys.modules, "envs.real.crafter_world", raising=False)
+    monkeypatch.delitem(sys.modules, "far_world.envs.real.crafter_world", raising=False)
     with pytest.raises(MissingWorldPackageError, match=r'crafter.*pip install -e "\.\[worlds\]"'):
         make_real_world("crafter")
 
 
 @pytest.mark.worlds
 def test_doom_action_table_names_and_skips_modifiers() -> None:
-    from envs.real.doom_world import build_action_table
+    from far_world.envs.real.doom_world import build_action_table
 
     names, vectors = build_action_table(["TURN_LEFT", "TURN_RIGHT", "MOVE_FORWARD", "SPEED", "TURN_LEFT_RIGHT_DELTA"])
     assert names == ["noop", "forward", "left", "right", "forward+left", "forward+right"]
@@ -158,7 +163,7 @@ class FakeContacts:
 @pytest.mark.parametrize("specific", [None, [7], [9]])
 @pytest.mark.parametrize("pairs", [[], [(0, 5)], [(5, 7)], [(1, 2), (7, 5)], [(1, 2), (3, 4)]])
 def test_vectorized_target_touch_matches_dm_control(pairs: list, specific: list | None) -> None:
-    from envs.real.maze_contacts import ITERATING_UPDATE_ACTIVATION, update_activation_vectorized
+    from far_world.envs.real.maze_contacts import ITERATING_UPDATE_ACTIVATION, update_activation_vectorized
 
     outcomes = []
     for update in (ITERATING_UPDATE_ACTIVATION, update_activation_vectorized):

@@ -14,8 +14,8 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from envs.far_world_vector import FARWorldVectorEnv
 from far_world.checkpoint import save_world_checkpoint
+from far_world.envs.far_world_vector import FARWorldVectorEnv
 from far_world.rl import (
     ImaginationVecEnv,
     PPOSettings,

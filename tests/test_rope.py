@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from far_world.model.rope import apply_rope, flex_rope_bias, patch_centres, rope_angles, rope_split
+from far_world.model.rope import RopeTable, apply_rope, flex_rope_bias, patch_centres, rope_angles, rope_split
 from far_world.model.transformer import frame_attention_mask, patchify, unpatchify
 
 
@@ -66,6 +66,17 @@ def test_rope_angles_layout_is_frame_major():
     assert torch.allclose(angles[0, 4:, 0], torch.ones(4))
     # Spatial angles repeat from frame to frame.
     assert torch.equal(angles[0, :4, dt:], angles[0, 4:, dt:])
+
+
+def test_rope_table_gives_exactly_the_computed_angles():
+    centres = patch_centres(8, 2)
+    table = RopeTable(centres, 32, 10000.0)
+    # Beyond the first table size too (it grows), and with negative positions of empty slots (read as 0).
+    pos = torch.tensor([[0, 3, 70], [5, -4, 1]])
+    cos, sin = table.lookup(pos)
+    angles = rope_angles(pos.clamp(min=0), centres, 32, 10000.0)
+    assert cos.shape == (2, 3 * 16, 16)
+    assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())
 
 
 @pytest.mark.parametrize("patch", [1, 2, 4])

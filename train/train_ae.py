@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-# On a CPU shared with other jobs, OpenMP threads spinning at barriers while a peer thread is
-# descheduled made a cpu-preset step 5x slower here (8.0 s -> 1.7 s with passive waiting).
-# It must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import far_world  # noqa: F401  (first: torch's OpenMP settings precede its import; far_world/openmp.py)
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from far_world.checkpoint import load_training_state, save_autoencoder, save_training_state  # noqa: E402
 from far_world.data.clips import FrameDataset  # noqa: E402
-from far_world.training.ae_trainer import AETrainer, held_out_frames, reconstruction_psnr  # noqa: E402
+from far_world.training.ae_trainer import (  # noqa: E402
+    AETrainer,
+    held_out_frames,
+    reconstruction_psnr,
+    reconstruction_sharpness,
+)
 from far_world.training.distributed import resolve_device  # noqa: E402
 from far_world.training.presets import AE_PRESETS, AETrainConfig, apply_overrides, preset, write_config  # noqa: E402
 from far_world.training.resume import check_resumable  # noqa: E402
@@ -36,6 +37,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, AETra
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="episode folder with train/ and test/ splits")
     parser.add_argument("--out", required=True, help="run folder (created; resumed if it holds state.pt)")
+    parser.add_argument(
+        "--allow-imagined", action="store_true",
+        help="train on episodes labelled imagined (play.py recordings of a learned world): refused by default",
+    )  # fmt: skip
     parser.add_argument("--preset", default="cpu", choices=sorted(AE_PRESETS))
     parser.add_argument("--steps", type=int, help="total optimizer steps (overrides the preset)")
     parser.add_argument("overrides", nargs="*", help="config fields, e.g. lr=1e-3 ae.channels=32,64")
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, cfg = parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     device = resolve_device(cfg.device)
-    trainer = AETrainer(cfg, FrameDataset(split_folder(data, "train"), seed=cfg.seed), device)
+    trainer = AETrainer(cfg, FrameDataset(split_folder(data, "train"), seed=cfg.seed, allow_imagined=args.allow_imagined), device)
     state_path = out / "state.pt"
     if state_path.is_file():
         state = load_training_state(state_path)
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.fit_latent_stats()
     test_frames = held_out_frames(split_folder(data, "test"), cfg.eval_frames)
     test_psnr = reconstruction_psnr(trainer.model, test_frames)
+    test_sharpness = reconstruction_sharpness(trainer.model, test_frames)
     train_psnr = reconstruction_psnr(trainer.model, held_out_frames(split_folder(data, "train"), cfg.eval_frames))
     with torch.no_grad():
         latents = trainer.model.encode(test_frames)
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": trainer.step,
         "test_psnr_db": round(test_psnr, 3),
         "train_psnr_db": round(train_psnr, 3),
+        "test_sharpness_ratio": round(test_sharpness, 3),
         "test_frames": len(test_frames),
         "decode_images_per_s": round(decode_rate, 1),
         "params": sum(p.numel() for p in trainer.model.parameters()),
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     log.close()
     save_autoencoder(out / "ae.pt", trainer.model.cpu(), summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"reconstruction PSNR on {len(test_frames)} held-out frames: {test_psnr:.2f} dB (train {train_psnr:.2f} dB)")
+    print(f"reconstruction PSNR on {len(test_frames)} held-out frames: {test_psnr:.2f} dB (train {train_psnr:.2f} dB), "
+          f"sharpness ratio {test_sharpness:.3f}")
     print(f"wrote {out / 'ae.pt'} and {out / 'summary.json'}")
     return summary
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from envs.far_world_vector import FARWorldVectorEnv
+from far_world.envs.far_world_vector import FARWorldVectorEnv
 from far_world.rl.callbacks import RealWorldEvaluation
 from far_world.rl.curve import REAL_EVAL, TRAIN, CurveLog, read_curve
 from far_world.rl.evaluation import (

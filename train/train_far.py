@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-# On a CPU shared with other jobs, OpenMP threads spinning at barriers while a peer thread is
-# descheduled made a cpu-preset step 5x slower here (8.0 s -> 1.7 s with passive waiting).
-# It must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import far_world  # noqa: F401  (first: torch's OpenMP settings precede its import; far_world/openmp.py)
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from far_world.action_spaces import nvec_from_spec  # noqa: E402
 from far_world.checkpoint import load_autoencoder, load_training_state, save_training_state  # noqa: E402
 from far_world.data.clips import ClipDataset  # noqa: E402
 from far_world.data.episodes import read_meta  # noqa: E402
@@ -42,22 +39,21 @@ from far_world.training.run_log import RunLog  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, FARTrainConfig]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="episode folder with train/ and test/ splits and meta.json")
-    parser.add_argument("--ae", required=True, help="trained autoencoder: a train_ae run folder or its ae.pt")
+    parser.add_argument("--ae", required=True, help="trained autoencoder: a train_ae run folder, its ae.pt, or a world checkpoint whose autoencoder to reuse")
     parser.add_argument("--out", required=True, help="run folder (created; resumed if it holds state.pt)")
     parser.add_argument("--preset", default="cpu", choices=sorted(FAR_PRESETS))
     parser.add_argument("--steps", type=int, help="total optimizer steps (overrides the preset)")
     parser.add_argument("--cache", help="latent cache folder (default: DATA/latent_cache/<autoencoder hash>)")
+    parser.add_argument(
+        "--allow-imagined", action="store_true",
+        help="train on episodes labelled imagined (play.py recordings of a learned world): refused by default",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="config fields, e.g. lr=1e-4 far.depth=4 batch_size=32")
     args = parser.parse_args(argv)
     cfg = apply_overrides(preset(FAR_PRESETS, args.preset), args.overrides)
     if args.steps is not None:
         cfg = apply_overrides(cfg, [f"steps={args.steps}"])
     return args, cfg
-
-
-def action_nvec(space: dict) -> tuple[int, ...]:
-    """Classes per action component of a meta.json action space."""
-    return (int(space["n"]),) if space["type"] == "discrete" else tuple(int(n) for n in space["nvec"])
 
 
 def fit_to_data(cfg: FARTrainConfig, ae: FrameAutoencoder, action_nvec: tuple[int, ...]) -> FARTrainConfig:
@@ -77,9 +73,12 @@ def latent_dataset(args: argparse.Namespace, cfg: FARTrainConfig, ae: FrameAutoe
         def encode(frames: torch.Tensor) -> torch.Tensor:
             return ae.to(device).encode(frames.to(device)).cpu()
 
-        build_latent_cache(train_folder, cache, encode, fingerprint)
+        build_latent_cache(train_folder, cache, encode, fingerprint, allow_imagined=args.allow_imagined)
     barrier(dist)
-    return ClipDataset(cache, clip_len=cfg.min_clip_frames, seed=cfg.seed, action_nvec=cfg.far.action_nvec)
+    return ClipDataset(
+        cache, clip_len=cfg.min_clip_frames, seed=cfg.seed, action_nvec=cfg.far.action_nvec,
+        allow_imagined=args.allow_imagined,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     ae_path = Path(args.ae) / "ae.pt" if Path(args.ae).is_dir() else Path(args.ae)
     ae, ae_summary = load_autoencoder(ae_path)
     meta = read_meta(Path(args.data))
-    cfg = fit_to_data(cfg, ae, action_nvec(meta.action_space))
+    cfg = fit_to_data(cfg, ae, nvec_from_spec(meta.action_space))
     trainer = FARTrainer(cfg, latent_dataset(args, cfg, ae, dist), dist)
 
     state_path = out / "state.pt"

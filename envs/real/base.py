@@ -26,7 +26,7 @@ def to_frame(image: np.ndarray, resolution: tuple[int, int] = RESOLUTION) -> np.
 class RealWorld(gymnasium.Env):
     """A game that generates trajectories, seen as 64x64 RGB frames.
 
-    Subclasses set ``world_name`` (the canonical spec, as :func:`envs.real.make_real_world` takes
+    Subclasses set ``world_name`` (the canonical spec, as :func:`far_world.envs.real.make_real_world` takes
     it), ``action_names``, ``frame_skip`` (engine frames per step), ``extra_keys`` (``info`` arrays
     present at reset and every step, saved per frame by the collector) and ``cell_size`` (the
     length, in ``info["agent_pos"]`` units, of a corridor-wide stretch of floor, for exploration

@@ -7,7 +7,7 @@ from typing import Any
 import crafter
 import numpy as np
 
-from envs.real.base import RESOLUTION, RealWorld
+from far_world.envs.real.base import RESOLUTION, RealWorld
 
 
 class CrafterWorld(RealWorld):

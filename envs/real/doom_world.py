@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import vizdoom
 
-from envs.real.base import RealWorld, to_frame
-from envs.real.errors import UnknownWorldError
+from far_world.envs.real.base import RealWorld, to_frame
+from far_world.envs.real.errors import UnknownWorldError
 
 DEFAULT_SCENARIO = "health_gathering"
 # 4 game tics (35 tics/s) a step: one tic moves the view too little to see at 64x64, four move it

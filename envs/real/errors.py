@@ -12,7 +12,7 @@ class UnknownWorldError(ValueError):
 class MissingWorldPackageError(ImportError):
     """A known world whose Python package is not installed."""
 
-    def __init__(self, world: str, package: str) -> None:
-        super().__init__(f"world '{world}' needs the package '{package}', which is not installed: {WORLDS_EXTRA_HINT}")
+    def __init__(self, world: str, package: str, hint: str = WORLDS_EXTRA_HINT) -> None:
+        super().__init__(f"world '{world}' needs the package '{package}', which is not installed: {hint}")
         self.world = world
         self.package = package

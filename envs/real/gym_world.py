@@ -8,8 +8,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from envs.real.base import RealWorld, to_frame
-from envs.real.errors import UnknownWorldError
+from far_world.envs.real.base import RealWorld, to_frame
+from far_world.envs.real.errors import UnknownWorldError
 
 
 def is_image_space(space: gymnasium.Space) -> bool:

@@ -1,4 +1,4 @@
-"""Memory Maze 9x9 (dm_control / MuJoCo): the DMLab-style 3D maze built to test long-term memory."""
+"""Memory Maze, 9x9 to 15x15 (dm_control / MuJoCo): the DMLab-style 3D maze built to test long-term memory."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
 
-from envs.real.base import RealWorld  # noqa: E402
+from far_world.envs.real.base import RealWorld  # noqa: E402
+from far_world.envs.real.errors import UnknownWorldError  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -57,7 +58,7 @@ class _DropMessage(logging.Filter):
 with _gym_alias():
     from memory_maze import tasks  # noqa: E402
 
-from envs.real import maze_contacts  # noqa: E402
+from far_world.envs.real import maze_contacts  # noqa: E402
 
 maze_contacts.install()
 
@@ -69,11 +70,17 @@ logging.getLogger("absl").addFilter(_DropMessage("Cannot set velocity on Entity 
 MAZE_ACTION_NAMES = ["noop", "forward", "left", "right", "forward+left", "forward+right"]
 
 
+MAZE_SIZES = ("9x9", "11x11", "13x13", "15x15")
+
+
 class MemoryMazeWorld(RealWorld):
-    """memory_maze_9x9 with its ExtraObs: ``info["agent_pos"]`` (2,) in maze cells, ``info["agent_dir"]`` (2,).
+    """memory_maze_SIZE with its ExtraObs: ``info["agent_pos"]`` (2,) in maze cells, ``info["agent_dir"]`` (2,).
+
+    ``size`` is one of memory-maze's tasks, 9x9 (the default, spec ``maze``) to 15x15 (spec
+    ``maze:15x15``); larger mazes have more targets and longer episodes.
 
     One step is one 4 Hz control step of the package (its physics substeps in between), so
-    ``frame_skip`` is 1. Episodes last 1000 steps and end truncated; rewards are +1 per target
+    ``frame_skip`` is 1. Episodes last 1000 steps (9x9) and end truncated; rewards are +1 per target
     reached. ``reset(seed=s)`` rebuilds the maze (about 1.5 s): the layout comes from a generator
     seeded only at construction, so a rebuild is the one way to make episode ``s`` reproducible.
     """
@@ -83,13 +90,17 @@ class MemoryMazeWorld(RealWorld):
     extra_keys = ("agent_pos", "agent_dir")
     cell_size = 1.0
 
-    def __init__(self, seed: int | None = None, render_mode: str | None = None) -> None:
+    def __init__(self, seed: int | None = None, render_mode: str | None = None, size: str = "9x9") -> None:
+        if size not in MAZE_SIZES:
+            raise UnknownWorldError(f"memory-maze has no {size!r} maze; sizes: {', '.join(MAZE_SIZES)}")
         super().__init__(MAZE_ACTION_NAMES, frame_skip=1, render_mode=render_mode)
+        self.size = size
+        self.world_name = "maze" if size == "9x9" else f"maze:{size}"
         self._env = self._build(seed)
 
-    @staticmethod
-    def _build(seed: int | None) -> Any:
-        return tasks.memory_maze_9x9(global_observables=True, image_only_obs=False, seed=seed)
+    def _build(self, seed: int | None) -> Any:
+        make_task = getattr(tasks, f"memory_maze_{self.size}")
+        return make_task(global_observables=True, image_only_obs=False, seed=seed)
 
     def _observe(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
         self._frame = np.ascontiguousarray(observation["image"], dtype=np.uint8)

@@ -19,12 +19,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from envs.real import canonical_world_spec, parse_world_spec
 from far_world.collection.dataset_meta import build_meta, check_compatible, check_settings, existing_meta, settings_info
 from far_world.collection.plan import EpisodeTask, plan_collection, remove_stale_temporaries, split_of
 from far_world.collection.policies import POLICIES, default_policy
 from far_world.collection.worker_pool import WorkerDiedError, WorkerPool
 from far_world.data.episodes import DatasetMeta, write_meta
+from far_world.envs.real import RESOLUTION, canonical_world_spec, parse_world_spec
 
 
 @dataclass
@@ -77,7 +77,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectReport:
     info = settings_info(cfg.steps, cfg.test_fraction, cfg.world_kwargs)
     check_settings(on_disk, world, policy, cfg.seed, info, out)
     remove_stale_temporaries(out)
-    plan = plan_collection(out, cfg.episodes, cfg.steps, cfg.seed, cfg.test_fraction)
+    # Episodes already on disk are checked at the resolution the dataset was collected at.
+    resolution = tuple(on_disk.resolution) if on_disk is not None else RESOLUTION
+    plan = plan_collection(out, cfg.episodes, cfg.steps, cfg.seed, cfg.test_fraction, resolution)
     report = CollectReport(kept=plan.done, rewritten=plan.invalid)
     for problem in plan.invalid:
         warnings.warn(f"collecting again: {problem}", stacklevel=2)

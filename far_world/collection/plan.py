@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.real import RESOLUTION
 from far_world.data.episodes import EpisodeError, load_episode
+from far_world.envs.real import RESOLUTION
 
 
 def episode_name(index: int) -> str:
@@ -72,10 +72,10 @@ class CollectionPlan:
     invalid: list[str] = field(default_factory=list)  # why each file on disk will be rewritten
 
 
-def existing_episode_problem(path: Path, steps: int) -> str | None:
+def existing_episode_problem(path: Path, steps: int, resolution: tuple[int, int] = RESOLUTION) -> str | None:
     """None when ``path`` holds a valid episode of at most ``steps`` steps, else what is wrong."""
     try:
-        episode = load_episode(path, resolution=RESOLUTION)
+        episode = load_episode(path, resolution=resolution)
     except EpisodeError as exc:
         return str(exc)
     if episode.num_steps > steps:
@@ -83,13 +83,17 @@ def existing_episode_problem(path: Path, steps: int) -> str | None:
     return None
 
 
-def plan_collection(out: str | Path, episodes: int, steps: int, seed: int, test_fraction: float) -> CollectionPlan:
-    """Episodes 0..episodes-1 split into those on disk and valid, and the tasks still to run."""
+def plan_collection(
+    out: str | Path, episodes: int, steps: int, seed: int, test_fraction: float,
+    resolution: tuple[int, int] = RESOLUTION,
+) -> CollectionPlan:
+    """Episodes 0..episodes-1 split into those on disk and valid (frames of ``resolution``), and
+    the tasks still to run."""
     plan = CollectionPlan()
     for index in range(episodes):
         path = episode_path(out, index, test_fraction)
         if path.exists():
-            problem = existing_episode_problem(path, steps)
+            problem = existing_episode_problem(path, steps, resolution)
             if problem is None:
                 plan.done.append(index)
                 continue

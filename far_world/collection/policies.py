@@ -6,7 +6,9 @@ also walks back along its own path, so that the data holds revisits with long ga
 them, the situations long-term memory is for. ``retrace_jitter`` keeps the revisits but holds
 actions for at most two steps and takes a random action on a quarter of the way back: when the
 last frames already show which way the agent moves, a model can predict the next frame without
-reading the action, so less predictable actions teach action following. Every random choice
+reading the action, so less predictable actions teach action following. ``minecraft`` plays the
+Minecraft world (``minecraft_policy.py``): walking, looking around, climbing, digging, building and
+coming back to where it has been. Every random choice
 comes from the ``numpy.random.Generator`` a policy is given: an episode's actions are a function
 of its seed.
 """
@@ -18,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+from far_world.collection.minecraft_policy import MinecraftExplorer
 
 
 class Policy(Protocol):
@@ -214,12 +218,15 @@ POLICIES: dict[str, PolicyFactory] = {
     "retrace_jitter": lambda names, rng, cell_size: RetracePolicy(
         names, rng, cell_size=cell_size, max_repeat=2, jitter=0.25
     ),
+    "minecraft": lambda names, rng, cell_size: MinecraftExplorer(names, rng),
 }
 
 
 def default_policy(world: str) -> str:
-    """The maze is the memory benchmark, so it gets revisits; elsewhere persistent random actions."""
-    return "retrace" if world == "maze" else "persistent"
+    """The maze is the memory benchmark, so it gets revisits, with the jitter that the released
+    maze world was trained on (its actions are less predictable from the frames; docs/decisions.md);
+    Minecraft its own explorer (which revisits too); elsewhere persistent random actions."""
+    return {"maze": "retrace_jitter", "minecraft": "minecraft"}.get(world, "persistent")
 
 
 def make_policy(name: str, action_names: Sequence[str], rng: np.random.Generator, cell_size: float = 1.0) -> Policy:

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.real import RealWorld, make_real_world
+from far_world.action_spaces import spec_from_space
 from far_world.collection.policies import Policy, make_policy
 from far_world.data.episodes import Episode, save_episode
+from far_world.envs.real import RealWorld, make_real_world
 
 PROGRESS_EVERY = 32  # frames between progress events: smooth enough, cheap at thousands of frames/s
 
@@ -34,7 +35,7 @@ def describe_world(env: RealWorld) -> dict[str, Any]:
     return {
         "world": env.world_name,
         "action_names": list(env.action_names),
-        "action_space": {"type": "discrete", "n": int(env.action_space.n)},
+        "action_space": spec_from_space(env.action_space),
         "resolution": [int(s) for s in env.observation_space.shape[:2]],
         "frame_skip": int(env.frame_skip),
         "extras": list(env.extra_keys),

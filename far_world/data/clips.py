@@ -29,7 +29,16 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
-from far_world.data.episodes import EXTRA_PREFIX, Episode, EpisodeError, episode_paths, load_episode, read_meta
+from far_world.action_spaces import nvec_from_spec
+from far_world.data.episodes import (
+    EXTRA_PREFIX,
+    Episode,
+    EpisodeError,
+    check_real_data,
+    episode_paths,
+    load_episode,
+    read_meta,
+)
 from far_world.data.latents import CachedEpisode, cached_stems, is_latent_cache, load_cached_episode, read_cache_info
 
 Array: TypeAlias = "np.ndarray | torch.Tensor"
@@ -73,6 +82,7 @@ class EpisodeStore:
     without the requested ``extras`` are skipped with one warning each (the short ones counted).
     ``action_nvec`` (classes per action component) comes from ``meta.json`` when not given; with
     neither, actions are not checked and :meth:`window` cannot give the null action.
+    Episodes that ``meta.json`` labels imagined are refused unless ``allow_imagined``.
     """
 
     def __init__(
@@ -83,10 +93,12 @@ class EpisodeStore:
         extras: Sequence[str] = (),
         resolution: tuple[int, int] | None = None,
         max_open: int = 64,
+        allow_imagined: bool = False,
     ) -> None:
         self.is_latent = not isinstance(source, (list, tuple)) and is_latent_cache(source)
         self.cache_dir = Path(source) if self.is_latent else None  # type: ignore[arg-type]
         candidates, meta_folder = self._candidates(source)
+        check_real_data(meta_folder, allow_imagined)
         self.action_nvec = tuple(int(n) for n in action_nvec) if action_nvec else _nvec_from_meta(meta_folder)
         self.null_action = None if self.action_nvec is None else np.asarray(self.action_nvec, np.int64)
         self.extras = tuple(extras)
@@ -222,8 +234,7 @@ def _nvec_from_meta(folder: Path) -> tuple[int, ...] | None:
         meta = read_meta(folder)
     except FileNotFoundError:
         return None
-    space = meta.action_space
-    return (int(space["n"]),) if space["type"] == "discrete" else tuple(int(n) for n in space["nvec"])
+    return nvec_from_spec(meta.action_space)
 
 
 def _batch_rng(seed: int, step: int) -> np.random.Generator:
@@ -257,10 +268,11 @@ class ClipDataset:
         extras: Sequence[str] = (),
         resolution: tuple[int, int] | None = None,
         max_open: int = 64,
+        allow_imagined: bool = False,
     ) -> None:
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-        self.store = EpisodeStore(source, clip_len, action_nvec, extras, resolution, max_open)
+        self.store = EpisodeStore(source, clip_len, action_nvec, extras, resolution, max_open, allow_imagined)
         if self.store.action_nvec is None:
             raise ValueError(f"no meta.json for {source}: pass action_nvec, needed for the null action")
         self.clip_len = clip_len
@@ -337,8 +349,9 @@ class FrameDataset:
         seed: int = 0,
         resolution: tuple[int, int] | None = None,
         max_open: int = 64,
+        allow_imagined: bool = False,
     ) -> None:
-        self.store = EpisodeStore(source, 1, None, (), resolution, max_open)
+        self.store = EpisodeStore(source, 1, None, (), resolution, max_open, allow_imagined)
         self.seed = seed
         self._ends = np.cumsum(self.store.lengths)
 

@@ -25,11 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from far_world.files import atomic_write
+from far_world.action_spaces import action_count, nvec_from_spec
+from far_world.files import atomic_write, write_json
 
 EXTRA_PREFIX = "extra_"
 REQUIRED_KEYS = ("frames", "actions", "rewards", "terminated")
 SPLITS = ("train", "test")
+# meta.json's world for frames a world model generated: "imagined:maze" (see check_real_data).
+IMAGINED_PREFIX = "imagined:"
 
 
 class EpisodeError(ValueError):
@@ -191,18 +194,60 @@ class DatasetMeta:
 
     @property
     def num_actions(self) -> int:
-        if self.action_space["type"] == "discrete":
-            return int(self.action_space["n"])
-        return int(np.prod(self.action_space["nvec"]))
+        return action_count(self.action_space)
+
+    @property
+    def imagined(self) -> bool:
+        """Frames a world model generated (play.py without --side-by-side), not a real world's."""
+        return self.world.startswith(IMAGINED_PREFIX)
 
 
 def write_meta(folder: str | os.PathLike, meta: DatasetMeta) -> Path:
-    path = Path(folder) / "meta.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(meta), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(folder) / "meta.json", asdict(meta))
+
+
+class ImaginedDataError(ValueError):
+    """Training data that a world model imagined, refused unless the caller allows it."""
+
+
+def check_real_data(folder: str | os.PathLike, allow_imagined: bool = False) -> None:
+    """Refuse (or, when allowed, warn about) a folder whose meta.json labels it imagined.
+
+    A model trained on its own output learns its own errors back: imagined episodes enter
+    training only on request. A folder without meta.json passes (nothing says it is imagined).
+    """
+    try:
+        meta = read_meta(folder)
+    except FileNotFoundError:
+        return
+    if not meta.imagined:
+        return
+    message = (
+        f"{folder} holds frames imagined by a world model (world '{meta.world}', policy '{meta.policy}'), "
+        "not a real world's: training on them feeds a model its own errors"
+    )
+    if not allow_imagined:
+        raise ImaginedDataError(message + "; pass --allow-imagined (allow_imagined=True) to use them anyway")
+    warnings.warn(message, stacklevel=2)
+
+
+def check_same_actions(folder: str | os.PathLike, action_names: list[str], action_space: dict[str, Any]) -> None:
+    """Raise ValueError when ``folder``'s meta.json names other actions than a checkpoint's.
+
+    Action indices mean nothing across worlds: a maze model fed a Doom dataset's actions would be
+    scored on the wrong actions, silently. A folder without meta.json is let through with a warning.
+    """
+    try:
+        meta = read_meta(folder)
+    except FileNotFoundError:
+        warnings.warn(f"no meta.json for {folder}: cannot check that its actions are the checkpoint's", stacklevel=2)
+        return
+    same_names = list(meta.action_names) == list(action_names)
+    if not same_names or nvec_from_spec(meta.action_space) != nvec_from_spec(action_space):
+        raise ValueError(
+            f"{folder} holds episodes of world '{meta.world}' with actions {meta.action_names} "
+            f"({meta.action_space}); the checkpoint's actions are {list(action_names)} ({action_space})"
+        )
 
 
 def read_meta(folder: str | os.PathLike) -> DatasetMeta:

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from far_world.files import atomic_write, write_json
-from far_world.data.episodes import EXTRA_PREFIX, Episode, EpisodeError, episode_paths, load_episode
+from far_world.data.episodes import EXTRA_PREFIX, Episode, EpisodeError, check_real_data, episode_paths, load_episode
 
 CACHE_FILE = "cache.json"
 LATENTS_SUFFIX = ".latents.npy"
@@ -98,6 +98,7 @@ def build_latent_cache(
     fingerprint: str,
     batch_size: int = 256,
     progress: bool = True,
+    allow_imagined: bool = False,
 ) -> Path:
     """Encode every valid episode of ``episode_folder`` into ``cache_dir``; returns ``cache_dir``.
 
@@ -109,6 +110,7 @@ def build_latent_cache(
     rank 0 then a barrier): concurrent builders of one cache would race on its files.
     """
     source, cache_dir = Path(episode_folder), Path(cache_dir)
+    check_real_data(source, allow_imagined)  # before any encoding work: imagined data needs consent
     paths = episode_paths(source)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _start_build(cache_dir, source, fingerprint)

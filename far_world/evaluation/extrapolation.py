@@ -49,13 +49,9 @@ def bucket_means(per_position: np.ndarray, first_position: int, edges: Sequence[
 
 
 def _psnr_curve(world: WorldModel, windows: EvalWindows, slope: float, seed: int, batch_size: int, bar: tqdm | None) -> np.ndarray:
-    """Per-frame PSNR (N, Hz) of a true-action rollout at FlexRoPE ``slope`` (restored afterwards)."""
-    before = world.far.flex_rope_slope
-    world.configure(flex_rope_slope=slope)
-    try:
-        return psnr(windows.future_frames, rollout(world, windows, seed=seed, batch_size=batch_size, bar=bar))
-    finally:
-        world.far.flex_rope_slope = before
+    """Per-frame PSNR (N, Hz) of a true-action rollout at FlexRoPE ``slope`` (the world's settings otherwise)."""
+    settings = world.settings.replace(flex_rope_slope=slope)
+    return psnr(windows.future_frames, rollout(world, windows, seed=seed, batch_size=batch_size, bar=bar, settings=settings))
 
 
 def tune_flex_rope_slope(

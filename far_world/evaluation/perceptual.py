@@ -1,4 +1,4 @@
-"""LPIPS (AlexNet variant) from local weight files: nothing is downloaded.
+"""LPIPS (AlexNet variant) from local weight files, and the distance head ST-LPIPS shares with it.
 
 LPIPS compares deep features: both images, scaled to [-1, 1] and shifted/scaled per channel,
 go through AlexNet's five conv stages; each stage's ReLU output is unit-normalized along
@@ -11,7 +11,10 @@ Weights come from two public files, passed together (their keys do not overlap):
   - the LPIPS linear heads (``lin{0..4}.model.1.weight``, shape (1, C, 1, 1), as the LPIPS
     project's ``weights/v0.1/alex.pth`` names them; ``lin{k}.weight`` is accepted too).
 A single file holding both sets of keys works as well. Files are read with
-``torch.load(weights_only=True)``: a weight file never runs code.
+``torch.load(weights_only=True)``: a weight file never runs code. No registry package ships
+torchvision's AlexNet weights, so LPIPS needs files the user brings; the shift-tolerant
+ST-LPIPS (``far_world.evaluation.stlpips``), whose weights the ``metrics`` extra ships, is the
+perceptual distance available offline.
 """
 
 from __future__ import annotations
@@ -33,31 +36,30 @@ _CONVS = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 
 _TORCHVISION_INDEX = (0, 3, 6, 8, 10)
 
 
-class LPIPS(nn.Module):
-    """LPIPS distance with an AlexNet trunk; build it with :func:`load_lpips`."""
+class PerceptualDistance(nn.Module):
+    """The LPIPS distance head over a trunk's five ReLU stages; subclasses build ``features``.
 
-    def __init__(self) -> None:
+    Both LPIPS and ST-LPIPS: inputs shifted/scaled per channel, each stage unit-normalized along
+    channels, squared differences weighted per channel by the linear heads, averaged over space
+    and summed over stages. ``_STAGE_ENDS`` lists the ``features`` indices whose outputs are stages.
+    """
+
+    _STAGE_ENDS: tuple[int, ...] = ()
+
+    def __init__(self, features: nn.Sequential) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for i, (out, kernel, stride, pad) in enumerate(_CONVS):
-            if i in (1, 2):
-                layers.append(nn.MaxPool2d(3, 2))
-            layers += [nn.Conv2d(channels, out, kernel, stride, pad), nn.ReLU()]
-            channels = out
-        # Same module indices as torchvision's AlexNet, so its state dict loads unchanged.
-        self.features = nn.Sequential(*layers)
+        self.features = features
         self.heads = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c, *_ in _CONVS)
         self.register_buffer("shift", torch.tensor(_SHIFT)[None, :, None, None], persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE)[None, :, None, None], persistent=False)
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each conv stage's ReLU output for images (N,3,H,W) in [-1, 1]."""
+        """Each stage's output for images (N,3,H,W) in [-1, 1]."""
         x = (x - self.shift) / self.scale
         out = []
-        for layer in self.features:
+        for i, layer in enumerate(self.features):
             x = layer(x)
-            if isinstance(layer, nn.ReLU):
+            if i in self._STAGE_ENDS:
                 out.append(x)
         return out
 
@@ -72,16 +74,38 @@ class LPIPS(nn.Module):
         return total
 
 
+class LPIPS(PerceptualDistance):
+    """LPIPS distance with torchvision's AlexNet trunk; build it with :func:`load_lpips`."""
+
+    # The ReLUs after each conv in torchvision's ``alexnet().features``.
+    _STAGE_ENDS = tuple(i + 1 for i in _TORCHVISION_INDEX)
+
+    def __init__(self) -> None:
+        layers: list[nn.Module] = []
+        channels = 3
+        for i, (out, kernel, stride, pad) in enumerate(_CONVS):
+            if i in (1, 2):
+                layers.append(nn.MaxPool2d(3, 2))
+            layers += [nn.Conv2d(channels, out, kernel, stride, pad), nn.ReLU()]
+            channels = out
+        # Same module indices as torchvision's AlexNet, so its state dict loads unchanged.
+        super().__init__(nn.Sequential(*layers))
+
+
+def head_key(key: str) -> str | None:
+    """``heads.K`` for an LPIPS-project linear-head key (``lin{K}.model.1.weight``, ``lin{K}.weight``)."""
+    head = re.fullmatch(r"(?:net\.)?lin(\d)(?:\.model\.1)?\.weight", key)
+    return f"heads.{head.group(1)}" if head else None
+
+
 def _lpips_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map torchvision AlexNet and LPIPS head keys onto :class:`LPIPS`'s own."""
     out = {}
     for key, value in state.items():
         if key.startswith("features."):
             out[key] = value
-            continue
-        head = re.fullmatch(r"(?:net\.)?lin(\d)(?:\.model\.1)?\.weight", key)
-        if head:
-            out[f"heads.{head.group(1)}"] = value
+        elif head_key(key):
+            out[head_key(key)] = value
     return out
 
 
@@ -110,8 +134,10 @@ def load_lpips(paths: Sequence[str | os.PathLike], device: str | torch.device = 
     return net.to(device).eval()
 
 
-def lpips_distance(net: LPIPS, reference: np.ndarray, estimate: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Per-frame LPIPS of uint8 frames (..., H, W, 3); returns shape (...)."""
+def lpips_distance(
+    net: PerceptualDistance, reference: np.ndarray, estimate: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """Per-frame distance (LPIPS or ST-LPIPS, as ``net`` is) of uint8 frames (..., H, W, 3); returns shape (...)."""
     lead = reference.shape[:-3]
     ref = reference.reshape(-1, *reference.shape[-3:])
     est = estimate.reshape(-1, *estimate.shape[-3:])

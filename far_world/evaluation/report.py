@@ -34,15 +34,32 @@ def shown_horizons(horizon: int) -> list[int]:
     return out + [horizon]
 
 
+def _distance(x: float | None) -> str | None:
+    """ST-LPIPS and LPIPS are small numbers: four decimals."""
+    return None if x is None else f"{x:.4f}"
+
+
 def _fidelity(m: dict) -> str:
     hs = shown_horizons(m["horizon"])
-    header = ["predictor", *[f"PSNR@{h}" for h in hs], "mean PSNR", "mean SSIM", "mean LPIPS", "FVD"]
+    scores = m["scores"].values()
+    perceptual = [(k, label) for k, label in (("mean_st_lpips", "mean ST-LPIPS"), ("mean_lpips", "mean LPIPS"))
+                  if any(k in s for s in scores)]  # fmt: skip
+    fvd_videos = m.get("fvd_videos", 0)
+    header = ["predictor", *[f"PSNR@{h}" for h in hs], "mean PSNR", "mean SSIM", *[label for _, label in perceptual],
+              f"FVD ({fvd_videos} clips)" if fvd_videos else "FVD"]  # fmt: skip
     rows = [
-        [name, *[s["psnr"][h - 1] for h in hs], s["mean_psnr"], s["mean_ssim"], s.get("mean_lpips"), m["fvd"].get(name)]
+        [name, *[s["psnr"][h - 1] for h in hs], s["mean_psnr"], s["mean_ssim"], *[_distance(s.get(k)) for k, _ in perceptual],
+         m["fvd"].get(name)]
         for name, s in m["scores"].items()
-    ]
-    text = f"{m['windows']} windows, {m['context']} context frames, horizons 1..{m['horizon']} (PSNR in dB).\n\n"
-    return text + _table(header, rows) + _notes(m.get("notes", []))
+    ]  # fmt: skip
+    text = f"{m['windows']} windows, {m['context']} context frames, horizons 1..{m['horizon']} (PSNR in dB)."
+    if fvd_videos:
+        text += (
+            f" FVD between {fvd_videos} true and {fvd_videos} predicted clips of the first {m['fvd_frames']} "
+            f"predicted frames ({m['fvd_network']}); FVD from so few clips is biased upwards, so compare it "
+            "only at equal clip counts."
+        )
+    return text + "\n\n" + _table(header, rows) + _notes(m.get("notes", []))
 
 
 def _actions(m: dict) -> str:
@@ -104,11 +121,17 @@ def _extrapolation(m: dict) -> str:
 
 def _teco(m: dict) -> str:
     p = m["protocol"]
+    network = f" ({m['fvd_network']})" if m.get("fvd_network") else ""
     text = (
-        f"{m['videos']} videos; PSNR/SSIM/LPIPS on {p['predicted']} frames predicted from {p['context']}, "
-        f"FVD on all frames with {p['fvd_context']} context and {p['fvd_generated']} generated.\n\n"
+        f"{m['videos']} videos; PSNR/SSIM/ST-LPIPS/LPIPS on {p['predicted']} frames predicted from {p['context']}, "
+        f"FVD on all frames with {p['fvd_context']} context and {p['fvd_generated']} generated{network}.\n\n"
     )
-    table = _table(["PSNR", "SSIM", "LPIPS", "FVD"], [[m["psnr"], m["ssim"], m["lpips"], m["fvd"]]], 3)
+    fvd_header = f"FVD ({m['fvd_videos']} videos)" if m.get("fvd_videos") else "FVD"
+    table = _table(
+        ["PSNR", "SSIM", "ST-LPIPS", "LPIPS", fvd_header],
+        [[m["psnr"], m["ssim"], _distance(m.get("st_lpips")), _distance(m["lpips"]), m["fvd"]]],
+        3,
+    )
     return text + table + _notes(m.get("notes", []))
 
 
@@ -128,6 +151,37 @@ def _heads(m: dict) -> str:
     return text + table + "\n\nThe constant predictor says the mean reward of these transitions every step."
 
 
+def _free_play(m: dict) -> str:
+    text = (
+        f"{m['windows']} windows: {m['context']} real context frames, then {m['horizon']} steps with the "
+        "real game's actions. Each figure is per window, then mean / median over windows; \"wins\" is the "
+        f"share of windows where the predictor beats copy-last-frame. Colour error over steps "
+        f"{m['late_from']}..{m['horizon']} (0-255 scale); sharpness ratio 1.0 = as sharp as the real frames.\n\n"
+    )
+    perceptual = any("st_lpips" in s for s in m["summary"].values())
+    fvd = m.get("fvd") or {}
+    header = ["predictor", "PSNR mean", "PSNR median", "PSNR wins", "SSIM mean", "SSIM wins",
+              "sharpness mean", "sharpness median", "smoothed sharpness", "colour error mean", "colour error median"]  # fmt: skip
+    if perceptual:
+        header += ["ST-LPIPS mean", "ST-LPIPS median", "ST-LPIPS wins"]
+    if fvd:
+        header.append(f"FVD, last {m['fvd_frames']} steps ({m['windows']} clips)")
+    rows = []
+    for name, s in m["summary"].items():
+        row = [
+            name, s["psnr"]["mean"], s["psnr"]["median"], s["psnr"].get("win_rate"), s["ssim"]["mean"],
+            s["ssim"].get("win_rate"), s["sharpness_ratio"]["mean"], s["sharpness_ratio"]["median"],
+            s["smoothed_sharpness_ratio"]["median"], s["colour_error_late"]["mean"], s["colour_error_late"]["median"],
+        ]  # fmt: skip
+        if perceptual:
+            lp = s.get("st_lpips", {})
+            row += [_distance(lp.get("mean")), _distance(lp.get("median")), lp.get("win_rate")]
+        if fvd:
+            row.append(fvd.get(name))
+        rows.append(row)
+    return text + _table(header, rows, 3) + _notes(m.get("notes", []))
+
+
 def _notes(notes: list[str]) -> str:
     return "".join(f"\n\n- {n}" if i == 0 else f"\n- {n}" for i, n in enumerate(notes))
 
@@ -139,6 +193,7 @@ SECTIONS = {
     "extrapolation": ("Extrapolation", _extrapolation),
     "teco": ("FAR/TECO protocol", _teco),
     "heads": ("Reward and termination heads", _heads),
+    "freeplay": ("Free play against the real game", _free_play),
 }
 
 
@@ -149,8 +204,9 @@ def markdown_report(metrics: dict) -> str:
     parts = [
         f"# Evaluation of `{metrics['checkpoint']}`",
         f"Data: `{s['data']['test']}`. Sampling: {sampling['sampling_steps']} Euler steps, guidance "
-        f"{sampling['guidance']}, FlexRoPE slope {sampling['flex_rope_slope']}. LPIPS: "
-        f"{'on' if s['lpips'] else 'off (no weights)'}; FVD: {'on' if s['fvd'] else 'off (no weights)'}.",
+        f"{sampling['guidance']}, FlexRoPE slope {sampling['flex_rope_slope']}. FVD: "
+        f"{'on' if s['fvd'] else 'off (the metrics extra)'}; ST-LPIPS: "
+        f"{'on' if s.get('st_lpips') else 'off (the metrics extra)'}; LPIPS: {'on' if s['lpips'] else 'off (no weights)'}.",
     ]
     for key, (title, render) in SECTIONS.items():
         if key not in metrics:
@@ -231,4 +287,18 @@ def save_plots(metrics: dict, out: str | Path) -> list[Path]:
         ax.plot(range(first, first + len(m["psnr_per_frame"])), m["psnr_per_frame"])
         ax.set(xlabel="frame", ylabel="PSNR (dB)", title="FAR/TECO protocol, predicted frames")
         paths.append(_save(fig, out / "teco.png"))
+    if "per_horizon" in metrics.get("freeplay", {}):
+        m = metrics["freeplay"]
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        for name, curves in m["per_horizon"].items():
+            h = range(1, len(curves["psnr"]) + 1)
+            axes[0].plot(h, curves["psnr"], label=name)
+            axes[1].plot(h, curves["sharpness_ratio"], label=name)
+            axes[2].plot(h, curves["colour_error"], label=name)
+        axes[0].set(xlabel="free-play step", ylabel="PSNR (dB)", title="free play")
+        axes[1].axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+        axes[1].set(xlabel="free-play step", ylabel="sharpness ratio (model / real)")
+        axes[2].set(xlabel="free-play step", ylabel="colour error (0-255)")
+        axes[0].legend(fontsize=8)
+        paths.append(_save(fig, out / "freeplay.png"))
     return paths

@@ -1,10 +1,9 @@
 """Open-loop rollouts of a world model against real held-out episodes.
 
-Rollouts drive the checkpoint's FAR model and autoencoder directly rather than through
-``WorldModel.step``: evaluation needs what play never does, namely the null action (the
-model unconditioned on the future) and a short-window-only mode in which the long-term
-context is switched off. The sampling settings (Euler steps, guidance, FlexRoPE slope) are
-the world's, so ``world.configure`` sets them for both.
+Rollouts step batches of :class:`WorldModel` worlds (``world.with_batch``: same weights) like
+play does, with the two options evaluation needs: the null action (the model unconditioned on
+the future) and long-term context switched off. The sampling settings are the world's unless
+a :class:`SamplingSettings` value is given.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from far_world.data.episodes import iter_episodes
-from far_world.model.cache import KVCache
+from far_world.model.sampler import SamplingSettings
 from far_world.world import WorldModel
 
 # One row's context: frames (T,H,W,3) uint8 and the T-1 actions between them (episode convention).
@@ -101,60 +100,6 @@ def actions_into(world: WorldModel, actions: np.ndarray, frames: int) -> torch.T
     return into
 
 
-class _Rows:
-    """B rows stepped together from their own contexts (which may differ in length)."""
-
-    def __init__(self, world: WorldModel, contexts: Sequence[Context], generator: torch.Generator, long_context: bool) -> None:
-        self.world, self.far, self.generator = world, world.far, generator
-        self.long_context = long_context
-        self.batch = len(contexts)
-        # Short-only mode keeps each row's last short_window - 1 latents and the actions into them.
-        self.keep = self.far.cfg.short_window - 1
-        self.history: list[tuple[torch.Tensor, torch.Tensor]] = []
-        with torch.no_grad():
-            for frames, actions in contexts:
-                # A copy: episode frames are often read-only memory maps, which torch cannot wrap.
-                pixels = torch.from_numpy(np.array(frames)).to(world.device)
-                latents = world.autoencoder.encode(pixels)
-                into = actions_into(world, actions, len(frames))
-                if not long_context:
-                    latents, into = latents[-self.keep :], into[-self.keep :]
-                self.history.append((latents, into))
-        self.state = self._prefilled()
-
-    def _prefilled(self) -> KVCache:
-        """A cache holding every row's history; rows of equal length share one prefill pass."""
-        state = self.far.new_state(self.batch, self.world.device)
-        lengths = np.array([len(h[0]) for h in self.history])
-        for length in np.unique(lengths):
-            rows = lengths == length
-            latents = torch.stack([h[0] for h, r in zip(self.history, rows) if r])
-            into = torch.stack([h[1] for h, r in zip(self.history, rows) if r])
-            self.far.reset_rows(state, torch.from_numpy(rows), latents, into, generator=self.generator)
-        return state
-
-    def step(self, actions: np.ndarray) -> torch.Tensor:
-        """Generate every row's next latent (B,C,h,w) from actions (B[,K]) (the null action allowed)."""
-        if not self.long_context and self.state is None:
-            # Long-term context off: the model sees only the last short_window - 1 frames, exactly
-            # as after a fresh prefill of them (FARConfig refuses max_long_frames=0, and a cache
-            # whose long-term frames are cleared would still hold short-window keys computed
-            # against them), so the window is re-prefilled before each frame.
-            self.state = self._prefilled()
-        a = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.world.device)
-        out = self.far.generate(
-            self.state, a, steps=self.world.sampling_steps, guidance=self.world.guidance, generator=self.generator
-        )
-        if not self.long_context:
-            into = a.reshape(self.batch, -1)
-            self.history = [
-                (torch.cat([lat, out.latents[i : i + 1]])[-self.keep :], torch.cat([act, into[i : i + 1]])[-self.keep :])
-                for i, (lat, act) in enumerate(self.history)
-            ]
-            self.state = None
-        return out.latents
-
-
 def batch_steps(lengths: np.ndarray | Sequence[int], batch_size: int) -> int:
     """Batched generation steps :func:`rollout_contexts` takes for rows of these lengths. Times
     are estimated as this count x the measured cost of a full batch's step: an upper bound for
@@ -172,13 +117,15 @@ def rollout_contexts(
     long_context: bool = True,
     batch_size: int = 8,
     bar: tqdm | None = None,
+    settings: SamplingSettings | None = None,
 ) -> np.ndarray:
-    """Predict frames for N rows, each from its own context, with actions (N, Hz[, K]).
+    """Predict frames for N rows, each from its own context, with actions (N, Hz[, K]) (the
+    null action allowed).
 
     Row i is generated for ``lengths[i]`` steps (default Hz); frames past it stay 0. Rows are
     batched by similar length so that few frames are generated for nothing. Returns uint8
     (N, Hz, H, W, 3). The same ``seed`` draws the same noise in either context mode, so the
-    two are compared on paired samples.
+    two are compared on paired samples. ``settings``: the world's if None.
     """
     n, horizon = len(contexts), future_actions.shape[1]
     lengths = np.full(n, horizon) if lengths is None else np.asarray(lengths)
@@ -186,12 +133,10 @@ def rollout_contexts(
     order = np.argsort(lengths, kind="stable")
     for lo in range(0, n, batch_size):
         rows = order[lo : lo + batch_size]
-        generator = torch.Generator(world.device).manual_seed(seed + lo)
-        driver = _Rows(world, [contexts[i] for i in rows], generator, long_context)
+        batch = world.with_batch(len(rows), long_context=long_context, settings=settings)
+        batch.reset([contexts[i][0] for i in rows], [contexts[i][1] for i in rows], seed=seed + lo)
         for t in range(int(lengths[rows].max())):
-            latents = driver.step(future_actions[rows, t])
-            with torch.no_grad():
-                frames = world.autoencoder.decode(latents).cpu().numpy()
+            frames = batch.step(future_actions[rows, t], allow_null=True).frames
             live = lengths[rows] > t
             out[rows[live], t] = frames[live]
             if bar is not None:
@@ -207,11 +152,12 @@ def rollout(
     long_context: bool = True,
     batch_size: int = 8,
     bar: tqdm | None = None,
+    settings: SamplingSettings | None = None,
 ) -> np.ndarray:
     """Predict every window's future frames (N, Hz, H, W, 3) from its context and ``actions``
     (N, Hz[, K]) (default: the true future actions; the null action is allowed)."""
     actions = windows.future_actions if actions is None else actions
-    return rollout_contexts(world, windows.contexts, actions, None, seed, long_context, batch_size, bar)
+    return rollout_contexts(world, windows.contexts, actions, None, seed, long_context, batch_size, bar, settings)
 
 
 def autoencoder_reconstruction(world: WorldModel, frames: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -15,22 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from far_world.data.episodes import episode_paths, iter_episodes
 from far_world.evaluation.action_following import evaluate_action_following
 from far_world.evaluation.extrapolation import MAX_FACTOR, evaluate_extrapolation, training_clip_length, tune_flex_rope_slope
 from far_world.evaluation.fidelity import evaluate_fidelity
+from far_world.evaluation.free_play import evaluate_free_play
+from far_world.evaluation.fvd import video_features
+from far_world.evaluation.i3d import MIN_FRAMES
 from far_world.evaluation.heads import evaluate_heads
 from far_world.evaluation.inverse_dynamics import InverseDynamics, TransitionSampler, accuracy, train_idm
 from far_world.evaluation.memory import collect_revisits, evaluate_memory, rollout_lengths
-from far_world.evaluation.perceptual import LPIPS
+from far_world.evaluation.perceptual import lpips_distance
 from far_world.evaluation.rollouts import EvalWindows, batch_steps, load_windows, rollout, rollout_contexts
 from far_world.evaluation.teco_protocol import TecoProtocol, count_videos, evaluate_teco
+from far_world.evaluation.video_metrics import MetricNets, fvd_skip_reason
 from far_world.world import WorldModel
 
-PROTOCOLS = ("fidelity", "actions", "memory", "extrapolation", "teco", "heads")
+PROTOCOLS = ("fidelity", "actions", "memory", "extrapolation", "teco", "heads", "freeplay")
 
 
 @dataclass
@@ -47,6 +50,9 @@ class EvalConfig:
     windows: int = 32
     context: int = 16
     horizon: int = 32
+    # FVD clips: the first this-many predicted frames of each fidelity window (FVD16). I3D costs
+    # about 0.15 s a frame on 2 CPU cores: 4 sets of 32 clips of 16 frames take about 5 minutes.
+    fvd_frames: int = 16
     idm_steps: int = 400
     idm_batch: int = 64
     idm_test_pairs: int = 1024
@@ -73,6 +79,10 @@ class EvalConfig:
     teco_scale: float = 1.0
     # Reward and termination heads: held-out episodes read with teacher forcing.
     heads_episodes: int = 64
+    # Free play: real context frames, then this many steps with the real game's actions.
+    freeplay_windows: int = 48
+    freeplay_context: int = 16
+    freeplay_horizon: int = 64
 
 
 QUICK = EvalConfig(
@@ -80,6 +90,7 @@ QUICK = EvalConfig(
     memory_revisits=2, memory_span=16, memory_lead=2, extrapolation_windows=2, extrapolation_context=2,
     extrapolation_factor=2, slope_candidates=(0.0, 0.1), sweep_windows=2, sweep_factor=2,
     teco_videos=2, teco_scale=0.04, heads_episodes=4,
+    freeplay_windows=4, freeplay_context=4, freeplay_horizon=8,
 )  # fmt: skip
 
 
@@ -111,11 +122,14 @@ class Job:
 
 @dataclass
 class Rates:
-    """Measured seconds of one batched generation step in each context mode, and of an IDM step."""
+    """Measured seconds of one batched generation step in each context mode, of an IDM step, of
+    I3D on one frame and of the perceptual distances on one pair of frames (0 when not measured)."""
 
     long_step_s: float
     short_step_s: float
     idm_step_s: float
+    i3d_frame_s: float = 0.0
+    perceptual_pair_s: float = 0.0
 
     def rollouts(self, lengths: np.ndarray | list[int], batch_size: int, long_context: bool = True) -> float:
         """Estimated seconds to generate rows of these lengths."""
@@ -130,16 +144,18 @@ class Evaluation:
         world: WorldModel,
         data: DataSplits,
         cfg: EvalConfig,
-        lpips_net: LPIPS | None = None,
-        i3d: torch.jit.ScriptModule | None = None,
+        nets: MetricNets | None = None,
     ) -> None:
         self.world, self.data, self.cfg = world, data, cfg
-        self.lpips_net, self.i3d = lpips_net, i3d
+        # The perceptual metrics' networks (FVD, ST-LPIPS, LPIPS); none: PSNR and SSIM only.
+        self.nets = nets or MetricNets()
         self.far_cfg = world.far.cfg
         self.skipped: dict[str, str] = {}
         self.notes: list[str] = []
         self._windows: EvalWindows | None = None
         self._true_rollout: np.ndarray | None = None
+        # The free-play windows' real and generated futures, (N, Hz, H, W, 3) each, for the strip.
+        self.free_play_frames: tuple[np.ndarray, np.ndarray] | None = None
 
     # ----- sizing -----
 
@@ -175,7 +191,23 @@ class Evaluation:
                 train_idm(self.data.train, self.far_cfg.action_nvec, steps=steps, batch_size=self.cfg.idm_batch)
                 seconds.append(time.perf_counter() - start)
             idm_step = max(0.0, seconds[1] - seconds[0]) / 2
-        return Rates(per_step[0], per_step[1], idm_step)
+        return Rates(per_step[0], per_step[1], idm_step, *self._measure_metric_rates(w))
+
+    def _measure_metric_rates(self, w: EvalWindows) -> tuple[float, float]:
+        """Seconds of I3D a frame (one shortest clip) and of the perceptual distances a frame pair."""
+        if not {"fidelity", "teco", "freeplay"} & set(self.cfg.protocols):
+            return 0.0, 0.0
+        frames = np.ascontiguousarray(np.resize(w.context_frames[:1], (1, MIN_FRAMES, *w.context_frames.shape[2:])))
+        i3d_frame = 0.0
+        if self.nets.i3d is not None:
+            start = time.perf_counter()
+            video_features(self.nets.i3d, frames)
+            i3d_frame = (time.perf_counter() - start) / MIN_FRAMES
+        start = time.perf_counter()
+        for net in (self.nets.stlpips, self.nets.lpips):
+            if net is not None:
+                lpips_distance(net, frames[0, :4], frames[0, 4:8])
+        return i3d_frame, (time.perf_counter() - start) / 4
 
     def plan(self, rates: Rates) -> list[Job]:
         """The jobs of the requested protocols, sized; protocols that cannot run are in ``skipped``."""
@@ -186,6 +218,7 @@ class Evaluation:
             "extrapolation": self._extrapolation_job,
             "teco": self._teco_job,
             "heads": self._heads_job,
+            "freeplay": self._free_play_job,
         }
         jobs = []
         for name in self.cfg.protocols:
@@ -201,14 +234,19 @@ class Evaluation:
             self.skipped["fidelity"] = str(exc)
             return None
         lengths = [w.future_frames.shape[1]] * len(w)
+        # Three predictors scored per frame; FVD on four sets of clips (the truth and three predictors).
+        seconds = rates.rollouts(lengths, self.cfg.batch_size) + 3 * sum(lengths) * rates.perceptual_pair_s
+        clip = min(self.cfg.fvd_frames, w.future_frames.shape[1])
+        if self.nets.i3d is not None and fvd_skip_reason(len(w), clip) is None:
+            seconds += 4 * len(w) * clip * rates.i3d_frame_s
 
         def run(bar: tqdm) -> dict:
             report = evaluate_fidelity(
-                self.world, w, self._true(bar), self.cfg.seed, self.lpips_net, self.i3d, self.cfg.batch_size, bar
+                self.world, w, self._true(bar), self.cfg.seed, self.nets, self.cfg.batch_size, bar, self.cfg.fvd_frames
             )
             return report.to_dict()
 
-        return Job("fidelity", sum(lengths), rates.rollouts(lengths, self.cfg.batch_size), run)
+        return Job("fidelity", sum(lengths), seconds, run)
 
     def _true(self, bar: tqdm) -> np.ndarray:
         """The true-action rollout of the shared windows, made once for fidelity and actions."""
@@ -350,15 +388,17 @@ class Evaluation:
         if videos == 0:
             self.skipped["teco"] = f"no test episode has the {protocol.frames} frames the TECO protocol needs"
             return None
-        lengths = [protocol.predicted] * videos + ([protocol.fvd_generated] * videos if self.i3d is not None else [])
+        fvd_on = self.nets.i3d is not None and fvd_skip_reason(videos, protocol.fvd_context + protocol.fvd_generated) is None
+        lengths = [protocol.predicted] * videos + ([protocol.fvd_generated] * videos if fvd_on else [])
+        seconds = rates.rollouts(lengths, c.batch_size) + videos * protocol.predicted * rates.perceptual_pair_s
+        if fvd_on:
+            seconds += 2 * videos * (protocol.fvd_context + protocol.fvd_generated) * rates.i3d_frame_s
 
         def run(bar: tqdm) -> dict:
-            report = evaluate_teco(
-                self.world, self.data.test, protocol, c.teco_videos, self.lpips_net, self.i3d, c.seed, c.batch_size, bar
-            )
+            report = evaluate_teco(self.world, self.data.test, protocol, c.teco_videos, self.nets, c.seed, c.batch_size, bar)
             return report.to_dict()
 
-        return Job("teco", sum(lengths), rates.rollouts(lengths, c.batch_size), run)
+        return Job("teco", sum(lengths), seconds, run)
 
     def _heads_job(self, rates: Rates) -> Job | None:
         c = self.cfg
@@ -374,6 +414,29 @@ class Evaluation:
             return evaluate_heads(self.world, self.data.test, c.heads_episodes, c.batch_size, bar).to_dict()
 
         return Job("heads", sum(lengths), seconds, run)
+
+    def _free_play_job(self, rates: Rates) -> Job | None:
+        c = self.cfg
+        per_episode = -(-c.freeplay_windows // max(1, len(episode_paths(self.data.test))))
+        try:
+            w = load_windows(self.data.test, c.freeplay_context, c.freeplay_horizon, c.freeplay_windows, per_episode, c.seed)
+        except ValueError as exc:
+            self.skipped["freeplay"] = str(exc)
+            return None
+        lengths = [c.freeplay_horizon] * len(w)
+        # Three predictors: ST-LPIPS on every 4th step, FVD on the truth's and their last 16 steps.
+        seconds = rates.rollouts(lengths, c.batch_size) + 3 * sum(lengths) // 4 * rates.perceptual_pair_s
+        if self.nets.i3d is not None:
+            seconds += 4 * len(w) * min(16, c.freeplay_horizon) * rates.i3d_frame_s
+
+        def run(bar: tqdm) -> dict:
+            report, predicted = evaluate_free_play(
+                self.world, w, seed=c.seed, batch_size=c.batch_size, bar=bar, nets=self.nets
+            )
+            self.free_play_frames = (w.future_frames, predicted)
+            return report.to_dict()
+
+        return Job("freeplay", sum(lengths), seconds, run)
 
     # ----- running -----
 
@@ -400,13 +463,11 @@ class Evaluation:
         """The evaluation config and sampling settings, recorded beside the numbers."""
         return {
             "config": asdict(self.cfg),
-            "sampling": {
-                "sampling_steps": self.world.sampling_steps,
-                "guidance": self.world.guidance,
-                "flex_rope_slope": self.world.far.flex_rope_slope,
-            },
+            "sampling": self.world.settings.to_dict(),
             "data": {k: (None if v is None else str(v)) for k, v in asdict(self.data).items()},
-            "lpips": self.lpips_net is not None,
-            "fvd": self.i3d is not None,
+            "lpips": self.nets.lpips is not None,
+            "st_lpips": self.nets.stlpips is not None,
+            "fvd": self.nets.i3d is not None,
+            "fvd_network": self.nets.i3d_name,
         }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from far_world.data.episodes import DatasetMeta, Episode, episode_paths, save_episode, write_meta
+from far_world.data.episodes import DatasetMeta, Episode, episode_paths, read_meta, save_episode, write_meta
 
 
 class VideoRecorder:
@@ -43,6 +43,13 @@ class EpisodeRecorder:
     def __init__(self, folder: str | Path, meta: DatasetMeta) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        existing = read_meta(self.folder) if (self.folder / "meta.json").is_file() else None
+        if existing is not None and (existing.world, existing.action_names) != (meta.world, meta.action_names):
+            # One meta.json labels every episode of a folder: a mixed folder would mislabel some.
+            raise ValueError(
+                f"{self.folder} already holds episodes of world '{existing.world}' with actions "
+                f"{existing.action_names}; record '{meta.world}' into another folder"
+            )
         write_meta(self.folder, meta)
         taken = {p.stem for p in episode_paths(self.folder)}
         self._names = (f"ep_{i:06d}" for i in itertools.count() if f"ep_{i:06d}" not in taken)

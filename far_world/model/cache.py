@@ -14,6 +14,7 @@ Each row holds:
 - the short-term context: the last ``short_window - 1`` frames at full tokens, right-aligned
   (newest last). Their keys depend on the long-term context they attend to, so they are
   re-encoded once per new frame; their latents and actions are kept for that.
+A cache made without long-term context keeps the short-term context only.
 Rows of a batch may hold different numbers of frames: empty slots have frame index -1 and
 are masked out as keys. With guidance on, the K/V tensors stack two branches of B rows,
 [conditional ; unconditional], the second computed with the null action everywhere.
@@ -45,12 +46,13 @@ class LeavingFrame:
 class KVCache:
     """Context of B worlds: per-layer K/V (pre-RoPE) plus per-row frame indices and latents."""
 
-    def __init__(self, cfg: FARConfig, batch_size: int, device: torch.device | str, context_noise: float = 0.0) -> None:
+    def __init__(self, cfg: FARConfig, batch_size: int, device: torch.device | str, long_context: bool = True) -> None:
         self.cfg = cfg
         self.batch_size = batch_size
         self.device = torch.device(device)
-        # Each frame joining the context is noised once to this flow time (0 = clean).
-        self.context_noise = float(context_noise)
+        # Without long-term context a frame leaving the short window is dropped, not kept: the
+        # model sees exactly what a fresh start from the short window would show it.
+        self.long_context = bool(long_context)
         self.branches = 1
         b, c, n = batch_size, cfg.latent_channels, cfg.latent_size
         ctx = cfg.short_window - 1
@@ -76,6 +78,11 @@ class KVCache:
     def slots(self) -> int:
         """Long-term slots allocated (grows up to ``max_long_frames``)."""
         return self.long_frame.shape[1]
+
+    @property
+    def max_frames(self) -> int:
+        """Frames a row can hold: the long-term ring (if kept) plus the short-term context."""
+        return (self.cfg.max_long_frames if self.long_context else 0) + self.cfg.short_window - 1
 
     @property
     def context_length(self) -> Tensor:
@@ -104,6 +111,37 @@ class KVCache:
         self.long_count[rows] = 0
         self.short_frame[rows] = EMPTY
         self.next_frame[rows] = 0
+
+    def load_rows(self, rows: Tensor, latents: Tensor, actions: Tensor, levels: Tensor) -> Tensor:
+        """Replace what rows (index tensor, R) hold by context frames numbered from 0, oldest first.
+
+        latents (R,T,C,h,w), actions (R,T,K) into each frame, levels (R,T) their noise levels,
+        T <= :attr:`max_frames`: the last ``short_window - 1`` frames fill the short-term context
+        (right-aligned), older ones the long-term slots. K/V are left to the caller to encode.
+        Returns the long-term frames' actions (R, slots, K), null in empty slots: the cache keeps
+        no long-term actions, but encoding the long-term keys needs them once.
+        """
+        n_rows, n_frames = latents.shape[:2]
+        if n_frames > self.max_frames:
+            raise ValueError(f"a row holds at most {self.max_frames} frames, got {n_frames}")
+        ctx = self.cfg.short_window - 1
+        n_long = max(0, n_frames - ctx)
+        first_short = ctx - (n_frames - n_long)
+        frames = torch.arange(n_frames, device=self.device)
+        self.reset(rows)
+        self.grow(n_long)
+        self.long_frame[rows, :n_long] = frames[:n_long]
+        self.long_latents[rows, :n_long] = latents[:, :n_long]
+        self.long_levels[rows, :n_long] = levels[:, :n_long]
+        self.long_count[rows] = n_long
+        self.short_frame[rows, first_short:] = frames[n_long:]
+        self.short_latents[rows, first_short:] = latents[:, n_long:]
+        self.short_actions[rows, first_short:] = actions[:, n_long:]
+        self.short_levels[rows, first_short:] = levels[:, n_long:]
+        self.next_frame[rows] = n_frames
+        long_actions = self.null_actions((n_rows, self.slots))
+        long_actions[:, :n_long] = actions[:, :n_long]
+        return long_actions
 
     def grow(self, slots: int) -> None:
         """Allocate long-term slots up to ``slots`` (at most ``max_long_frames``), empty for every row."""

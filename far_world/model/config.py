@@ -49,6 +49,8 @@ class FARConfig:
     # Reward and termination heads read the transformer's features of each frame.
     reward_loss_weight: float = 0.1
     termination_loss_weight: float = 0.1
+    # Episode ends are rare (one in hundreds of frames): their BCE term is weighted this much more.
+    termination_pos_weight: float = 1.0
 
     extra: dict[str, Any] = field(default_factory=dict)
 

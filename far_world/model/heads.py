@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,10 +32,22 @@ class FrameHeads(nn.Module):
 
 
 def head_losses(
-    reward: Tensor, termination_logit: Tensor, target_reward: Tensor, terminated: Tensor, weight: Tensor
+    reward: Tensor,
+    termination_logit: Tensor,
+    target_reward: Tensor,
+    terminated: Tensor,
+    weight: Tensor,
+    termination_pos_weight: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
-    """Weighted mean MSE of rewards and BCE of terminations, all (B,F); weight >= 0 per frame."""
+    """Weighted mean MSE of rewards and BCE of terminations, all (B,F); weight >= 0 per frame.
+
+    ``termination_pos_weight`` scales the loss of frames that end an episode: an episode ends
+    once in hundreds of frames, and unweighted the head learns to say "never".
+    """
     total = weight.sum().clamp_min(1e-8)
     mse = F.mse_loss(reward.float(), target_reward.float(), reduction="none")
-    bce = F.binary_cross_entropy_with_logits(termination_logit.float(), terminated.float(), reduction="none")
+    pos_weight = torch.tensor(float(termination_pos_weight), device=termination_logit.device)
+    bce = F.binary_cross_entropy_with_logits(
+        termination_logit.float(), terminated.float(), reduction="none", pos_weight=pos_weight
+    )
     return (mse * weight).sum() / total, (bce * weight).sum() / total

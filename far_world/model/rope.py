@@ -11,6 +11,8 @@ next dh/2 with the row and the last dw/2 with the column.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -73,6 +75,46 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+class RopeTable:
+    """cos and sin of :func:`rope_angles` at the integer frame positions 0..P-1, per device, built
+    once and grown on demand: inference lays out tokens several times a step at positions that
+    repeat (they are re-based to the oldest frame held), so a lookup replaces recomputing them.
+
+    The table holds exactly what rope_angles gives for those positions. Negative positions mark
+    empty cache slots, which are masked out; they read position 0.
+    """
+
+    def __init__(self, centres: Tensor, head_dim: int, theta: float) -> None:
+        self.centres, self.head_dim, self.theta = centres, head_dim, theta
+        self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def lookup(self, frame_pos: Tensor) -> tuple[Tensor, Tensor]:
+        """frame_pos (..., F) integer positions -> cos, sin each (..., F*T, head_dim/2), frame-major."""
+        *lead, frames = frame_pos.shape
+        pos = frame_pos.long().clamp(min=0)
+        needed = int(pos.max()) + 1 if pos.numel() else 1
+        cos, sin = self._tables.get(frame_pos.device, (None, None))
+        if cos is None or cos.shape[0] < needed:
+            size = max(needed, 2 * (0 if cos is None else cos.shape[0]), 64)
+            angles = rope_angles(torch.arange(size, device=frame_pos.device), self.centres, self.head_dim, self.theta)
+            angles = angles.view(size, len(self.centres), self.head_dim // 2)
+            cos, sin = angles.cos(), angles.sin()
+            self._tables[frame_pos.device] = cos, sin
+        shape = (*lead, frames * len(self.centres), self.head_dim // 2)
+        return cos[pos].reshape(shape), sin[pos].reshape(shape)
+
+
+def flex_rope_slopes(slope: float | Sequence[float], heads: int, device: torch.device) -> Tensor | None:
+    """FlexRoPE slopes (heads,) from one slope or one per head, or None when all are 0: then no
+    bias is added at all, so slope 0 is plain RoPE exactly."""
+    slopes = torch.as_tensor(slope, dtype=torch.float32).flatten()
+    if not bool(slopes.any()):
+        return None
+    if len(slopes) not in (1, heads):
+        raise ValueError(f"flex_rope_slope needs one slope or one per head ({heads}), got {len(slopes)}")
+    return slopes.expand(heads).to(device)
 
 
 def flex_rope_bias(q_frame: Tensor, k_frame: Tensor, slopes: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Few-step Euler integration of the rectified flow, with classifier-free guidance on the action.
+"""Few-step Euler integration of the rectified flow, with classifier-free guidance on the action,
+and the settings a frame is drawn with.
 
 The flow runs from pure noise at s = 1 to the clean frame at s = 0 along x_s = (1-s) x0 + s eps,
 whose velocity dx/ds = eps - x0 is what the model predicts.
@@ -6,10 +7,61 @@ whose velocity dx/ds = eps - x0 is what the model predicts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How frames are drawn, passed to every generation call (a value: callers never share state).
+
+    steps: Euler steps a frame. guidance: the action guidance weight w (1 = off).
+    flex_rope_slope: FlexRoPE's temporal decay, one slope or one per head (0 = plain RoPE).
+    context_noise: flow time to which each frame joining the context is noised once (0 = clean,
+    as FAR); a drift-control knob for models trained with context-noise augmentation.
+    """
+
+    steps: int = 4
+    guidance: float = 1.0
+    flex_rope_slope: float | tuple[float, ...] = 0.0
+    context_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"sampling steps must be an integer >= 1, got {self.steps!r}")
+        slope = self.flex_rope_slope
+        slope = tuple(float(s) for s in slope) if isinstance(slope, Sequence) else float(slope)
+        if min(slope if isinstance(slope, tuple) else (slope,), default=0.0) < 0:
+            raise ValueError(f"flex_rope_slope must be >= 0, got {self.flex_rope_slope!r}")
+        if not 0.0 <= float(self.context_noise) < 1.0:
+            raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise!r}")
+        # Normalized in place (frozen): equal settings compare and hash equal however they were given.
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "guidance", float(self.guidance))
+        object.__setattr__(self, "flex_rope_slope", slope)
+        object.__setattr__(self, "context_noise", float(self.context_noise))
+
+    def replace(self, **changes: Any) -> "SamplingSettings":
+        """A copy with the given fields changed; ``None`` keeps a field's value."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **defaults: Any) -> "SamplingSettings":
+        """From a checkpoint's ``inference`` defaults (``sampling_steps`` is the stored name of
+        ``steps``), over ``defaults``; unknown keys are ignored, as older files may hold others."""
+        names = {"sampling_steps": "steps", **{f.name: f.name for f in dataclasses.fields(cls)}}
+        return cls(**{**defaults, **{names[k]: v for k, v in d.items() if k in names}})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded beside results (``sampling_steps`` as the checkpoint stores it)."""
+        d = dataclasses.asdict(self)
+        d["sampling_steps"] = d.pop("steps")
+        return d
 
 
 def flow_times(steps: int) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from envs.real import make_real_world
+from far_world.envs.real import make_real_world
 from far_world.rl.stats import MeanCI, mean_confidence_interval
 
 Policy = Callable[[np.ndarray], Any]  # one uint8 (H, W, 3) frame -> one action

@@ -8,35 +8,35 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from envs.far_world_vector import FARWorldVectorEnv
-from envs.real import make_real_world
+from far_world.envs.far_world_vector import FARWorldVectorEnv
+from far_world.envs.real import make_real_world
 
 
 class ImaginationVecEnv(VecEnv):
     """SB3 VecEnv over a :class:`FARWorldVectorEnv`: every world steps in one batched forward pass.
 
     SB3 expects same-step autoreset: the step that ends an episode returns the next episode's
-    first frame, with the last frame in ``info["terminal_observation"]``. The native env resets
-    one step later (Gymnasium's default), which would hand SB3 one transition per episode whose
-    action is ignored and whose reward is 0. So this adapter owns the stepping: it drives the
-    native env's ``world`` and ``context`` directly and restarts ended worlds in the same step;
-    the native env is only reset through here, never stepped (do not step it alongside).
+    first frame, with the last frame in ``info["terminal_observation"]``. Gymnasium's default
+    (next step) would hand SB3 one transition per episode whose action is ignored and whose
+    reward is 0, so the adapter switches the native env to same-step autoreset and only
+    translates its results; the native env is reset and stepped through here alone.
 
     Episodes end when the world model's termination head fires (``terminated``) or after
-    ``max_episode_steps`` of the native env (truncated: ``info["TimeLimit.truncated"]``, which
-    SB3 bootstraps from, since an imagination horizon is not a real end).
+    ``max_episode_steps`` of the native env (truncated). ``info["TimeLimit.truncated"]`` is set
+    where an episode was truncated and did not terminate, as SB3's own wrappers do: SB3
+    bootstraps the value there, since an imagination horizon is not a real end.
     """
 
     def __init__(self, venv: gymnasium.vector.VectorEnv) -> None:
         native = venv.unwrapped
         if not isinstance(native, FARWorldVectorEnv):
             raise TypeError(f"ImaginationVecEnv wraps FARWorld-v0's native vector env, got {type(native).__name__}")
+        native.set_autoreset_mode(AutoresetMode.SAME_STEP)
         self.venv = native
-        self.horizon = native.max_episode_steps
-        self._steps = np.zeros(native.num_envs, np.int64)
         self._obs = np.zeros((native.num_envs, *native.single_observation_space.shape), np.uint8)
         self._actions: np.ndarray | None = None
         super().__init__(native.num_envs, native.single_observation_space, native.single_action_space)
@@ -46,7 +46,6 @@ class ImaginationVecEnv(VecEnv):
         obs, _ = self.venv.reset(seed=self._seeds[0])
         self._reset_seeds()
         self._reset_options()
-        self._steps[:] = 0
         self._obs = obs
         return obs.copy()
 
@@ -56,27 +55,16 @@ class ImaginationVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
             raise RuntimeError("call step_async() before step_wait()")
-        out = self.venv.world.step(self._actions)
+        obs, rewards, terminated, truncated, info = self.venv.step(self._actions)
         self._actions = None
-        self._steps += 1
-        terminated = out.terminated.astype(bool)
-        truncated = (self._steps >= self.horizon) & ~terminated
         dones = terminated | truncated
-        obs = out.frames.copy()
-        infos: list[dict[str, Any]] = [{"TimeLimit.truncated": bool(t)} for t in truncated]
+        infos: list[dict[str, Any]] = [
+            {"TimeLimit.truncated": bool(cut and not ended)} for cut, ended in zip(truncated, terminated)
+        ]
         for i in np.flatnonzero(dones):
-            infos[i]["terminal_observation"] = obs[i].copy()
-        if dones.any():
-            frames, actions = self._sample_contexts(int(dones.sum()))
-            self.venv.world.reset_rows(dones, frames, actions)
-            obs[dones] = frames[:, -1]
-            self._steps[dones] = 0
+            infos[i]["terminal_observation"] = info["final_obs"][i]
         self._obs = obs
-        return obs.copy(), out.rewards.astype(np.float32), dones, infos
-
-    def _sample_contexts(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.venv.context.sample(self.venv.np_random) for _ in range(n)]
-        return np.stack([f for f, _ in pairs]), np.stack([a for _, a in pairs])
+        return obs.copy(), rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:
         self.venv.close()

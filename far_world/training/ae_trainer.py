@@ -10,7 +10,9 @@ import torch
 from far_world.checkpoint import TrainingState, capture_rng_state, restore_rng_state
 from far_world.data.clips import FrameDataset
 from far_world.data.episodes import iter_episodes
+from far_world.evaluation.metrics import sobel_energy
 from far_world.model.autoencoder import FrameAutoencoder, frames_to_float, psnr
+from far_world.model.edges import gradient_l1
 from far_world.training.presets import AETrainConfig
 from far_world.training.schedule import lr_at
 
@@ -33,7 +35,12 @@ class AETrainer:
         pixels = frames_to_float(frames, self.device)
         self.model.train()
         reconstruction, _ = self.model(pixels)
-        loss = (reconstruction - pixels).abs().mean()
+        l1 = (reconstruction - pixels).abs().mean()
+        loss = l1
+        edges = None
+        if cfg.gradient_loss_weight > 0:
+            edges = gradient_l1(reconstruction, pixels)
+            loss = loss + cfg.gradient_loss_weight * edges
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -43,10 +50,13 @@ class AETrainer:
         self.optimizer.step()
         self.step += 1
         seconds = time.perf_counter() - start
-        return {
-            "l1": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm),
+        metrics = {
+            "l1": float(l1.detach()), "lr": lr, "grad_norm": float(grad_norm),
             "images_per_s": cfg.batch_size / seconds,
         }  # fmt: skip
+        if edges is not None:
+            metrics["gradient_l1"] = float(edges.detach())
+        return metrics
 
     @torch.no_grad()
     def fit_latent_stats(self) -> None:
@@ -85,9 +95,20 @@ def held_out_frames(folder: str, count: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction_psnr(ae: FrameAutoencoder, frames: torch.Tensor, batch_size: int = 256) -> float:
-    """Mean per-frame PSNR (dB) of encode -> decode on uint8 frames (N, H, W, 3)."""
+def reconstruct(ae: FrameAutoencoder, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """encode -> decode of uint8 frames (N, H, W, 3), in batches."""
     ae.eval()
     chunks = [frames[i : i + batch_size] for i in range(0, len(frames), batch_size)]
-    decoded = torch.cat([ae.decode(ae.encode(chunk)).cpu() for chunk in chunks])
-    return psnr(frames, decoded)
+    return torch.cat([ae.decode(ae.encode(chunk)).cpu() for chunk in chunks])
+
+
+def reconstruction_psnr(ae: FrameAutoencoder, frames: torch.Tensor, batch_size: int = 256) -> float:
+    """Mean per-frame PSNR (dB) of encode -> decode on uint8 frames (N, H, W, 3)."""
+    return psnr(frames, reconstruct(ae, frames, batch_size))
+
+
+def reconstruction_sharpness(ae: FrameAutoencoder, frames: torch.Tensor) -> float:
+    """Sobel energy of the reconstructions over that of the frames (1.0 = just as sharp): PSNR
+    alone rewards a blurred reconstruction, this does not."""
+    real = sobel_energy(frames.numpy()).mean()
+    return float(sobel_energy(reconstruct(ae, frames).numpy()).mean() / max(real, 1e-8))

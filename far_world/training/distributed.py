@@ -51,7 +51,15 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group together: a barrier first, then the teardown.
+
+    A rank that finished early and closed its gloo connections while a peer was still in its
+    last collective made that peer abort at shutdown ("terminate called without an active
+    exception"). gloo's barrier completes only after every collective issued before it, on
+    every rank, so after it no connection is still needed.
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -25,6 +25,7 @@ from far_world.training.distributed import DistInfo, mean_over_ranks
 from far_world.training.ema import EMA
 from far_world.training.presets import FARTrainConfig
 from far_world.training.schedule import lr_at
+from far_world.training.self_context import own_estimates
 
 
 class _TrainingLoss(nn.Module):
@@ -124,10 +125,16 @@ class FARTrainer:
             batch = batch.to_torch(dist.device)
             last = i == cfg.micro_batches - 1
             sync = contextlib.nullcontext() if last or not dist.distributed else self.loss_module.no_sync()
+            generator = shard_generator(cfg.seed, self.step, shard)
+            shown = None
+            if cfg.self_context_prob > 0:
+                shown = own_estimates(
+                    self.model, batch.frames, batch.actions, cfg.self_context_prob, cfg.self_context_max_time, generator
+                )
             with sync:
                 out = self.loss_module(
                     batch.frames, batch.actions, batch.rewards, batch.terminated,
-                    generator=shard_generator(cfg.seed, self.step, shard),
+                    generator=generator, context_latents=shown,
                 )  # fmt: skip
                 (out["loss"] / cfg.micro_batches).backward()
             for key, value in out.items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from far_world.files import write_json
 from far_world.model.autoencoder import AEConfig
 from far_world.model.config import FARConfig
 
@@ -34,6 +35,9 @@ class AETrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # Weight of an L1 loss on Sobel image gradients beside the pixel L1 (0 = pixels only): it
+    # penalizes the soft edges that pixel L1 accepts (far_world/model/edges.py).
+    gradient_loss_weight: float = 0.0
     seed: int = 0
     # Frames used to fit the latent statistics, and held-out test frames scored at the end.
     stats_frames: int = 4096
@@ -76,6 +80,11 @@ class FARTrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    # Drift control (far_world/training/self_context.py): a short-window context frame shows the
+    # model's own one-step estimate of it, from flow time up to self_context_max_time, with this
+    # probability (0 = plain teacher forcing, as FAR).
+    self_context_prob: float = 0.0
+    self_context_max_time: float = 0.6
     seed: int = 0
     # Prompt clips bundled with the released checkpoint for reset (from the test split).
     num_prompts: int = 4
@@ -218,9 +227,4 @@ def _field(obj: Any, name: str, full_key: str) -> Any:
 
 def write_config(cfg: Any, path: str | Path) -> Path:
     """Write a config's ``to_dict()`` as JSON (the exact config of a run, beside its outputs)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, cfg.to_dict())

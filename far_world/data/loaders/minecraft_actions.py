@@ -1,20 +1,24 @@
 """One action space for human Minecraft recordings (MineRL and VPT): raw inputs -> discrete ids.
 
-Both datasets record what a person pressed each tick: movement keys, jump, attack, sneak,
+Both datasets record what a person pressed each tick: movement keys, jump, attack, use, sneak,
 sprint and a camera delta in degrees (pitch, yaw; positive pitch looks down, positive yaw
 turns right). :class:`MinecraftInputs` holds those; two mappings turn them into actions.
 
-Discrete (one id a step). A person often holds several inputs at once; one wins, by how much
-it changes the picture (a camera turn moves every pixel, a jump shifts the whole view, walking
-moves it, an attack changes a small patch):
-  camera (the axis with the larger |delta| at or over the threshold) > jump > forward > back
-  > left > right > attack > noop.
+Discrete (one id a step): the Minecraft world's own action set (``--world minecraft``,
+:data:`DISCRETE_ACTIONS`), so that a checkpoint trained on imported recordings has the same
+controls as one trained in the game. A person often holds several inputs at once; one wins,
+by how much it changes the picture (a camera turn moves every pixel, a jump shifts the whole
+view, walking moves it, an attack or a placed block changes a small patch):
+  camera (the axis with the larger |delta| at or over the threshold) > jump (forward+jump
+  when walking forward too) > forward > back > left > right > attack > use > noop.
 Forward with back (or left with right) cancel out, as they do in the game. Camera deltas below
 the threshold count as none: hand jitter that moves a 64x64 view by less than about a pixel.
+The world turns 15 degrees a step where a person turns a few degrees a tick: the names match,
+the sizes of the steps do not.
 
 Multi-discrete (one value per component, nothing lost to a priority): move (none/forward/back),
-strafe (none/left/right), jump, attack, sprint, sneak (no/yes), yaw (none/left/right), pitch
-(none/up/down).
+strafe (none/left/right), jump, attack, use, sprint, sneak (no/yes), yaw (none/left/right),
+pitch (none/up/down).
 """
 
 from __future__ import annotations
@@ -25,13 +29,11 @@ from typing import Literal
 import numpy as np
 
 from far_world.data.episodes import DatasetMeta
+from far_world.envs.real.minecraft_protocol import ACTIONS
 
 ActionKind = Literal["discrete", "multi-discrete"]
 
-DISCRETE_ACTIONS = (
-    "noop", "forward", "back", "left", "right", "jump", "attack",
-    "camera_left", "camera_right", "camera_up", "camera_down",
-)  # fmt: skip
+DISCRETE_ACTIONS: tuple[str, ...] = ACTIONS
 _ID = {name: i for i, name in enumerate(DISCRETE_ACTIONS)}
 
 MULTI_DISCRETE_COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -39,6 +41,7 @@ MULTI_DISCRETE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "strafe": ("none", "left", "right"),
     "jump": ("no", "yes"),
     "attack": ("no", "yes"),
+    "use": ("no", "yes"),
     "sprint": ("no", "yes"),
     "sneak": ("no", "yes"),
     "yaw": ("none", "left", "right"),
@@ -62,6 +65,11 @@ class MinecraftInputs:
     sneak: np.ndarray
     sprint: np.ndarray
     camera: np.ndarray
+    use: np.ndarray | None = None  # None: never pressed (a recording without it)
+
+    def __post_init__(self) -> None:
+        if self.use is None:
+            self.use = np.zeros(len(self.camera), bool)
 
     def __len__(self) -> int:
         return len(self.camera)
@@ -95,19 +103,21 @@ def to_discrete(inputs: MinecraftInputs, camera_threshold: float = DEFAULT_CAMER
         (yaw_wins & (yaw > 0), "camera_right"),
         (pitch_wins & (pitch < 0), "camera_up"),
         (pitch_wins & (pitch > 0), "camera_down"),
+        (inputs.jump & forward, "forward+jump"),
         (inputs.jump, "jump"),
         (forward, "forward"),
         (back, "back"),
         (left, "left"),
         (right, "right"),
         (inputs.attack, "attack"),
+        (inputs.use, "use"),
     ]
     conditions = [np.asarray(cond, bool) for cond, _ in rules]
     return np.select(conditions, [_ID[name] for _, name in rules], default=_ID["noop"]).astype(np.int64)
 
 
 def to_multi_discrete(inputs: MinecraftInputs, camera_threshold: float = DEFAULT_CAMERA_THRESHOLD) -> np.ndarray:
-    """Map inputs to one value per :data:`MULTI_DISCRETE_COMPONENTS` entry, int64 (T, 8)."""
+    """Map inputs to one value per :data:`MULTI_DISCRETE_COMPONENTS` entry, int64 (T, 9)."""
     forward, back = _net(inputs.forward, inputs.back)
     left, right = _net(inputs.left, inputs.right)
     pitch, yaw = inputs.camera[:, 0], inputs.camera[:, 1]
@@ -116,6 +126,7 @@ def to_multi_discrete(inputs: MinecraftInputs, camera_threshold: float = DEFAULT
         "strafe": left * 1 + right * 2,
         "jump": inputs.jump * 1,
         "attack": inputs.attack * 1,
+        "use": inputs.use * 1,
         "sprint": inputs.sprint * 1,
         "sneak": inputs.sneak * 1,
         "yaw": (yaw <= -camera_threshold) * 1 + (yaw >= camera_threshold) * 2,
@@ -125,7 +136,7 @@ def to_multi_discrete(inputs: MinecraftInputs, camera_threshold: float = DEFAULT
 
 
 def map_inputs(inputs: MinecraftInputs, kind: ActionKind, camera_threshold: float) -> np.ndarray:
-    """Map inputs to the ``kind`` action space: int64 (T,) or (T, 8)."""
+    """Map inputs to the ``kind`` action space: int64 (T,) or (T, 9)."""
     if kind == "discrete":
         return to_discrete(inputs, camera_threshold)
     if kind == "multi-discrete":

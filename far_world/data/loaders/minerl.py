@@ -5,8 +5,9 @@ A demo is a folder holding
   rendered.npz    flat arrays whose keys use ``$`` for nesting: ``action$forward``,
                   ``action$back``, ``action$left``, ``action$right``, ``action$jump``,
                   ``action$attack``, ``action$sneak``, ``action$sprint`` (0/1, (T,)),
-                  ``action$camera`` float (T,2) degrees (pitch, yaw), ``reward`` (T,), and
-                  observations and other actions (place, craft, ...) that we do not use
+                  ``action$camera`` float (T,2) degrees (pitch, yaw), ``action$place``
+                  (the block placed, or 'none': our ``use``), ``reward`` (T,), and
+                  observations and other actions (craft, equip, ...) that we do not use
   metadata.json   e.g. ``success``, ``duration_steps``
 with one action fewer than frames: ``action[t]`` follows frame t, our convention already.
 Some demos hold a frame or two more or fewer than that; the episode keeps the T steps that
@@ -98,10 +99,25 @@ def _read_rendered(path: Path) -> tuple[MinecraftInputs, np.ndarray]:
             if values.shape != (steps,):
                 raise LoaderError(f"{path}: {key} has shape {values.shape}, camera has {steps} steps")
             buttons[name] = values.astype(bool)
+        buttons["use"] = _read_use(data, keys, steps, path)
         rewards = np.asarray(data["reward"], np.float32) if "reward" in keys else np.zeros(steps, np.float32)
     if rewards.shape != (steps,):
         raise LoaderError(f"{path}: reward has shape {rewards.shape}, actions have {steps} steps")
     return MinecraftInputs(camera=camera, **buttons), rewards
+
+
+def _read_use(data: np.lib.npyio.NpzFile, keys: set[str], steps: int, path: Path) -> np.ndarray:
+    """Placing a block, bool (T,): MineRL 1.0's ``action$use`` button, else v0's ``action$place``
+    enum (the block's name, or 'none'; stored as text or as its index, 0 being 'none')."""
+    key = "action$use" if "action$use" in keys else "action$place" if "action$place" in keys else None
+    if key is None:
+        return np.zeros(steps, bool)
+    values = np.asarray(data[key])
+    if values.shape != (steps,):
+        raise LoaderError(f"{path}: {key} has shape {values.shape}, camera has {steps} steps")
+    if values.dtype.kind in "US":
+        return ~np.isin(np.char.lower(values.astype(str)), ["none", ""])
+    return values.astype(bool)
 
 
 def _read_metadata(path: Path) -> dict:

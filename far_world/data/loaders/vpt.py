@@ -18,7 +18,8 @@ Conversions, after VPT's own data loader:
   while a GUI is open the mouse moves a cursor, not the view: no camera action;
   some recordings start with attack reported held although it is not (``newButtons == [0]``
     on the first line): attack is ignored until it is pressed again;
-  keys: w forward, s back, a left, d right, space jump, left shift sneak, left control sprint.
+  keys: w forward, s back, a left, d right, space jump, left shift sneak, left control sprint;
+  use (place a block): button 1 held while no GUI is open.
 Frames (640x360) are squeezed to a square, as VPT's agents see them. VPT has no rewards and
 no ends: rewards are 0, nothing terminates.
 """
@@ -41,6 +42,7 @@ from far_world.data.loaders.video import read_video
 
 CAMERA_DEGREES_PER_PIXEL = 360.0 / 2400.0
 ATTACK_BUTTON = 0
+USE_BUTTON = 1
 KEYS = {
     "key.keyboard.w": "forward",
     "key.keyboard.s": "back",
@@ -119,7 +121,7 @@ def records_to_poses(records: list[dict]) -> np.ndarray:
 def records_to_inputs(records: list[dict]) -> MinecraftInputs:
     """Per-tick VPT records -> :class:`MinecraftInputs` (T = len(records))."""
     steps = len(records)
-    held = {name: np.zeros(steps, bool) for name in (*KEYS.values(), "attack")}
+    held = {name: np.zeros(steps, bool) for name in (*KEYS.values(), "attack", "use")}
     camera = np.zeros((steps, 2), np.float32)
     attack_stuck = False
     for t, record in enumerate(records):
@@ -131,6 +133,8 @@ def records_to_inputs(records: list[dict]) -> MinecraftInputs:
         elif attack_stuck and ATTACK_BUTTON in new_buttons:
             attack_stuck = False
         held["attack"][t] = ATTACK_BUTTON in (mouse.get("buttons") or []) and not attack_stuck
+        # The use button in a GUI moves items around; in the world it places a block.
+        held["use"][t] = USE_BUTTON in (mouse.get("buttons") or []) and not record.get("isGuiOpen", False)
         for key in keyboard.get("keys") or []:
             if key in KEYS:
                 held[KEYS[key]][t] = True

@@ -1,0 +1,96 @@
+"""The free-play figures: sharpness against real frames, colour drift, and per-window summaries."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from far_world.evaluation.free_play import colour_error, save_strip, summary
+from far_world.evaluation.metrics import sobel_energy
+
+
+def _script(name: str):
+    """A train/ script imported as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "train" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _textured(seed: int = 0, n: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    return np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_NEAREST) for f in base])
+
+
+def test_flat_frames_have_no_edges_and_blur_removes_them():
+    flat = np.full((2, 64, 64, 3), 90, np.uint8)
+    assert np.all(sobel_energy(flat) == 0)
+    frames = _textured()
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])
+    sharp, soft = sobel_energy(frames), sobel_energy(blurred)
+    assert sharp.shape == (3,) and np.all(soft < 0.6 * sharp)
+
+
+def test_smoothing_discounts_pixel_grain_more_than_edges():
+    """One-pixel noise looks sharp to plain Sobel; after smoothing it counts far less than real edges."""
+    frames = _textured(1)
+    rng = np.random.default_rng(2)
+    grain = np.clip(np.full_like(frames, 128) + rng.normal(0, 40, frames.shape), 0, 255).astype(np.uint8)
+    plain_ratio = sobel_energy(grain).mean() / sobel_energy(frames).mean()
+    smooth_ratio = sobel_energy(grain, 1.0).mean() / sobel_energy(frames, 1.0).mean()
+    assert smooth_ratio < 0.5 * plain_ratio
+
+
+def test_colour_error_sees_a_tint_not_a_moved_wall():
+    frames = _textured(3)
+    tinted = frames.astype(np.int16)
+    tinted[..., 2] += 30
+    tinted = np.clip(tinted, 0, 255).astype(np.uint8)
+    err = colour_error(frames, tinted)
+    assert err.shape == (3,) and np.all((err > 5) & (err <= 10))
+    np.testing.assert_allclose(colour_error(frames, np.roll(frames, 8, axis=2)), 0.0, atol=1e-9)
+
+
+def test_summary_counts_windows_won_with_ties_as_half():
+    s = summary(np.array([3.0, 1.0, 2.0, 5.0]), np.array([1.0, 2.0, 2.0, 4.0]))
+    assert s["mean"] == 2.75 and s["median"] == 2.5
+    assert s["win_rate"] == (2 + 0.5) / 4 and s["median_gain"] == 0.5
+    lower = summary(np.array([1.0, 3.0]), np.array([2.0, 2.0]), higher_is_better=False)
+    assert lower["win_rate"] == 0.5
+    assert "win_rate" not in summary(np.array([1.0]))
+
+
+def test_strip_has_a_real_and_a_model_row_per_window(tmp_path):
+    truth = np.zeros((2, 8, 64, 64, 3), np.uint8)
+    predicted = np.full((2, 8, 64, 64, 3), 200, np.uint8)
+    path = save_strip(truth, predicted, tmp_path / "strip.png", every=4, rows=2, scale=1)
+    image = cv2.imread(str(path))
+    # A header, then per window a real and a model row of 64 px (4 px between windows); 2 columns.
+    assert image.shape[0] == 14 + 4 * 64 + 4 and image.shape[1] == 56 + 2 * 65
+
+
+def _free_play_metrics(path, psnr, sharpness, sources=("a@0", "b@0")):
+    per_window = {"psnr": psnr, "sharpness_ratio": sharpness, "colour_error_late": [1.0] * len(psnr)}
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"freeplay": {"sources": list(sources), "per_window": {"model": per_window}, "fvd": {}}}))
+    return path
+
+
+def test_compare_evals_counts_windows_won_against_the_baseline(tmp_path):
+    compare = _script("compare_evals")
+    base = _free_play_metrics(tmp_path / "base" / "metrics.json", [10.0, 12.0], [0.5, 0.6])
+    variant = _free_play_metrics(tmp_path / "variant" / "metrics.json", [11.0, 11.0], [0.9, 1.3])
+    text = compare.main([str(base), str(variant)])
+    row = text.splitlines()[-1]
+    # PSNR: one window up, one down; sharpness: 0.9 and 1.3 are both closer to 1 than 0.5 and 0.6.
+    assert row.startswith("| variant | 11.000 / 11.000 (wins 0.50) | – | 1.100 / 1.100 (wins 1.00)")
+    other = _free_play_metrics(tmp_path / "other" / "metrics.json", [1.0, 1.0], [1.0, 1.0], sources=("c@0", "d@0"))
+    with pytest.raises(SystemExit, match="other windows"):
+        compare.main([str(base), str(other)])

@@ -1,0 +1,72 @@
+"""Compare free-play evaluations of several checkpoints on the same windows: one Markdown row each.
+
+    python train/compare_evals.py runs/eval/base/metrics.json runs/eval/variant/metrics.json ...
+
+The first file is the baseline. Each row gives a run's free-play figures (mean and median over
+windows) and, window by window against the baseline, the share of windows it wins: higher PSNR,
+lower ST-LPIPS, a sharpness ratio closer to 1, a lower colour error. The runs must have scored
+the same windows (same data, --seed and sizes); the script refuses otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from far_world.evaluation.free_play import summary
+
+# figure -> how a window is won against the baseline (values mapped so that higher is better).
+FIGURES = {
+    "psnr": lambda v: v,
+    "st_lpips": lambda v: -v,
+    "sharpness_ratio": lambda v: -np.abs(v - 1.0),
+    "colour_error_late": lambda v: -v,
+}
+
+
+def load_free_play(path: Path) -> dict:
+    metrics = json.loads(path.read_text())
+    if "sources" not in metrics.get("freeplay", {}):
+        raise SystemExit(f"{path}: no free-play protocol in it (evaluate with --protocol freeplay)")
+    return metrics["freeplay"]
+
+
+def rows(paths: list[Path]) -> list[list[str]]:
+    base = load_free_play(paths[0])
+    out = []
+    for path in paths:
+        run = load_free_play(path)
+        if run["sources"] != base["sources"]:
+            raise SystemExit(f"{path}: scored other windows than {paths[0]}; compare runs on the same windows")
+        model, reference = run["per_window"]["model"], base["per_window"]["model"]
+        row = [path.parent.name]
+        for figure, better in FIGURES.items():
+            if figure not in model:
+                row.append("–")
+                continue
+            values = np.array(model[figure])
+            s = summary(better(values), better(np.array(reference[figure])))
+            cell = f"{values.mean():.3f} / {np.median(values):.3f}"
+            row.append(cell if path == paths[0] else f"{cell} (wins {s['win_rate']:.2f})")
+        row.append(f"{run['fvd']['model']:.0f}" if run.get("fvd", {}).get("model") is not None else "–")
+        out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
+    args = parser.parse_args(argv)
+    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(args.metrics)]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
