@@ -44,7 +44,7 @@ def rows(paths: list[Path]) -> list[list[str]]:
         model, reference = run["per_window"]["model"], base["per_window"]["model"]
         row = [path.parent.name]
         for figure, better in FIGURES.items():
-            if figure not in model:
+            if figure not in model or figure not in reference:
                 row.append("–")
                 continue
             values = np.array(model[figure])
