@@ -5,6 +5,7 @@
     python play.py --side-by-side                 # the real world next to the model, same actions
     python play.py --side-by-side --record data/my_play   # save the real world's frames as episodes
     python play.py --headless --frames 300 --policy random --record out.mp4
+    python play.py --headless --frames 64 --side-by-side --screenshot shot.png   # a picture of the window
 
 ``--record DIR`` saves episodes in the dataset format. With ``--side-by-side`` they hold the
 real world's frames (a real dataset, labelled with the real world). Without it they hold the
@@ -12,7 +13,7 @@ model's imagined frames, labelled ``imagined:<world>``: the training loaders ref
 asked (``--allow-imagined``), because a model trained on its own output learns its own errors.
 
 Keys: the action keys shown on screen; R reset, P pause, . one step while paused,
-V start/stop recording video, [ ] fewer/more sampling steps, M human <-> agent, Esc quit.
+V start/stop recording video, F12 screenshot, [ ] fewer/more sampling steps, M human <-> agent, Esc quit.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent", default="random", help="the agent that M switches to ('random' or an SB3 .zip)")
     p.add_argument("--record", default=None, help="DIR: save play as episodes; FILE.mp4: record a video")
     p.add_argument("--side-by-side", action="store_true", help="run the real world next to the model")
+    p.add_argument("--screenshot", default=None, help="FILE.png: save the window as it was at the last frame")
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy driver); use with --frames")
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--fps", type=float, default=15.0, help="frame rate cap of the window (and of videos)")
@@ -204,7 +206,7 @@ class Controls:
         self.controller = controller
         self.held: set[str] = set()  # key names held down, tracked from events (works for every key code)
         self.running, self.paused, self.step_once = True, False, False
-        self.reset_requested = self.toggle_video = False
+        self.reset_requested = self.toggle_video = self.screenshot_requested = False
         self.sampling_steps_delta = 0
 
     def _free(self, key: str) -> bool:
@@ -229,6 +231,8 @@ class Controls:
                 self.step_once = True
             elif key == "v" and self._free(key):
                 self.toggle_video = True
+            elif key == "f12":
+                self.screenshot_requested = True
             elif key in ("[", "]"):
                 self.sampling_steps_delta += 1 if key == "]" else -1
             elif key == "m":
@@ -288,6 +292,13 @@ class Screen:
             self.pygame.display.flip()
             self.clock.tick(self.args.fps)
 
+    def save_picture(self, path: str | None = None) -> str:
+        """The window as now drawn, to a PNG (a timestamped name by default)."""
+        path = path or f"play_{time.strftime('%Y%m%d_%H%M%S')}.png"
+        self.pygame.image.save(self.surface, path)
+        print(f"wrote {path}")
+        return path
+
     def close(self) -> None:
         if self.video is not None:
             self.video.close()
@@ -302,6 +313,9 @@ def apply_requests(controls: Controls, worlds: Worlds, screen: Screen) -> None:
     if controls.toggle_video:
         controls.toggle_video = False
         screen.toggle_video()
+    if controls.screenshot_requested:
+        controls.screenshot_requested = False
+        screen.save_picture()
     if controls.sampling_steps_delta:
         world = worlds.env.world
         world.configure(sampling_steps=max(1, world.sampling_steps + controls.sampling_steps_delta))
@@ -342,6 +356,8 @@ def run(args: argparse.Namespace) -> int:
             frames_done += 1
         screen.show(worlds, controls, stepped)
 
+    if args.screenshot:
+        screen.save_picture(args.screenshot)
     worlds.close()
     if worlds.episodes is not None:
         print(f"saved {len(worlds.episodes.saved)} episodes to {args.record}")

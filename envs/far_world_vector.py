@@ -38,6 +38,7 @@ class FARWorldVectorEnv(VectorEnv):
         guidance: float | None = None,
         flex_rope_slope: float | None = None,
         context_noise: float | None = None,
+        time_shift: float | None = None,
         device: str = "cpu",
         timing: bool = False,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
@@ -50,7 +51,8 @@ class FARWorldVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.world = WorldModel.load(ckpt, device=device, batch_size=num_envs)
         self.world.configure(
-            sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise
+            sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise,
+            time_shift=time_shift,
         )
         self.context = ContextSource.from_spec(context, self.world)
         self.max_episode_steps = int(max_episode_steps)

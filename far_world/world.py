@@ -107,10 +107,12 @@ class WorldModel:
         guidance: float | None = None,
         flex_rope_slope: float | None = None,
         context_noise: float | None = None,
+        time_shift: float | None = None,
     ) -> SamplingSettings:
         """Change sampling settings (``None`` keeps a value); returns the new settings."""
         self.settings = self.settings.replace(
-            steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise
+            steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise,
+            time_shift=time_shift,
         )
         return self.settings
 

@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import far_world  # noqa: F401  (registers FARWorld-v0)
 from far_world.checkpoint import CheckpointError
+from far_world.released import released_checkpoints
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -16,6 +17,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_check_env_passes(tiny_ckpt):
     env = gymnasium.make("FARWorld-v0", ckpt=tiny_ckpt)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+@pytest.mark.parametrize("name", sorted(released_checkpoints()))
+def test_check_env_passes_on_every_released_world(name):
+    env = gymnasium.make("FARWorld-v0", ckpt=name)
     check_env(env.unwrapped, skip_render_check=True)
 
 

@@ -136,6 +136,10 @@ def test_timestep_embedding_separates_flow_times():
 
 def test_flow_times_and_guidance():
     assert flow_times(4).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+    shifted = flow_times(3, time_shift=0.25)
+    assert shifted[0] == 1.0 and shifted[-1] == 0.0 and bool((shifted.diff() < 0).all())
+    # k < 1 spends the steps near the clean end: the last jump is shorter than the even grid's.
+    assert shifted[-2] < flow_times(3)[-2] and flow_times(3, time_shift=4.0)[-2] > flow_times(3)[-2]
     v_c, v_u = torch.tensor([2.0]), torch.tensor([1.0])
     assert guide(v_c, v_u, 1.0) == v_c and guide(v_c, v_u, 0.0) == v_u and guide(v_c, v_u, 3.0) == 4.0
 

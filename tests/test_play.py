@@ -49,6 +49,16 @@ def test_headless_play_records_video(tiny_ckpt, tmp_path):
     assert np.abs(np.diff(video.astype(np.int16), axis=0)).mean() > 1.0
 
 
+def test_screenshot_is_the_window_with_both_worlds(cartpole_ckpt, tmp_path):
+    out = tmp_path / "shot.png"
+    args = ["--ckpt", cartpole_ckpt, "--headless", "--side-by-side", "--frames", "3", "--scale", "2", "--screenshot", str(out)]
+    assert play.main(args) == 0
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[1] == 2 * 64 * 2  # two panels of 64 pixels at scale 2
+    model_panel, real_panel = picture[: 64 * 2, : 64 * 2], picture[: 64 * 2, 64 * 2 :]
+    assert model_panel.std() > 1.0 and real_panel.std() > 1.0
+
+
 def test_play_records_episodes_in_dataset_format(tiny_ckpt, tmp_path):
     folder = tmp_path / "my_play"
     assert play.main(["--ckpt", tiny_ckpt, "--headless", "--frames", "10", "--record", str(folder)]) == 0

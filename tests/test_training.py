@@ -302,6 +302,34 @@ def test_train_far_interrupted_after_step_k_resumes_exactly(squares, tmp_path, m
     compare_runs(tmp_path / "whole", tmp_path / "cut", k=6, last=10)
 
 
+def test_sigterm_saves_the_step_it_stopped_at_and_the_run_continues_exactly(squares, tmp_path, monkeypatch, capsys):
+    data, _ = squares
+    train_far = load_script("train_far")
+    ae = untrained_ae(tmp_path / "ae.pt")
+    args = ("steps=10", "ckpt_every=100", "log_every=1")
+    train_far.main(far_args(data, ae, tmp_path / "whole", *args))
+
+    # SIGTERM during step 5, long before the first checkpoint: the stop itself saves step 5.
+    original = FARTrainer.train_step
+
+    def signalled_step(self):
+        metrics = original(self)
+        if self.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(FARTrainer, "train_step", signalled_step)
+    assert train_far.main(far_args(data, ae, tmp_path / "cut", *args)) is None
+    monkeypatch.undo()
+    assert "the same command continues" in capsys.readouterr().out
+    assert load_training_state(tmp_path / "cut" / "state.pt").step == 5 and not (tmp_path / "cut" / "world.pt").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the run
+
+    train_far.main(far_args(data, ae, tmp_path / "cut", *args))
+    assert "at step 5" in capsys.readouterr().out
+    compare_runs(tmp_path / "whole", tmp_path / "cut", k=5, last=10)
+
+
 def test_train_far_writes_config_summary_and_a_loadable_world(squares, tmp_path):
     data, _ = squares
     train_far = load_script("train_far")

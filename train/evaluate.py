@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--context-noise", type=float, default=None, help="inference context noise, a flow time in [0, 1) (default: the checkpoint's)"
     )
+    p.add_argument("--time-shift", type=float, default=None,
+                   help="warp of the Euler grid, < 1 finer near the clean end (default: the checkpoint's)")
     p.add_argument("--train-clip", type=int, default=None,
                    help="training clip length for extrapolation (default: the checkpoint summary's)")
     p.add_argument("--windows", type=int, default=None, help="fidelity/action windows")
@@ -97,7 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     world = WorldModel.load(args.ckpt, device=args.device)
     check_same_actions(args.data, world.action_names, world.action_space_spec)
-    world.configure(sampling_steps=args.sampling_steps, guidance=args.guidance, context_noise=args.context_noise)
+    world.configure(
+        sampling_steps=args.sampling_steps, guidance=args.guidance, context_noise=args.context_noise, time_shift=args.time_shift
+    )
     nets = load_metric_nets(args.i3d_weights, args.lpips_weights, args.device)
     print(nets.missing() or f"FVD: {nets.i3d_name}; ST-LPIPS: shift-tolerant AlexNet (stlpips-pytorch weights)")
     if nets.lpips is None:

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from far_world.checkpoint import load_training_state, save_autoencoder, save_training_state  # noqa: E402
+from far_world.training.stop import graceful_stop  # noqa: E402
 from far_world.data.clips import FrameDataset  # noqa: E402
 from far_world.training.ae_trainer import (  # noqa: E402
     AETrainer,
@@ -56,7 +57,7 @@ def split_folder(data: Path, split: str) -> Path:
     return data / split if (data / split).is_dir() else data
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     args, cfg = parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     device = resolve_device(cfg.device)
@@ -71,15 +72,20 @@ def main(argv: list[str] | None = None) -> dict:
     log = RunLog(out, start_step=trainer.step)
 
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="autoencoder", unit="step", dynamic_ncols=True)
-    while trainer.step < cfg.steps:
-        metrics = trainer.train_step()
-        bar.update(1)
-        bar.set_postfix(l1=f"{metrics['l1']:.4f}", img_s=f"{metrics['images_per_s']:.0f}")
-        if trainer.step % cfg.log_every == 0:
-            log.scalars(trainer.step, metrics)
-        if trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps:
-            save_training_state(state_path, trainer.training_state())
+    with graceful_stop() as stop:
+        while trainer.step < cfg.steps and not stop:
+            metrics = trainer.train_step()
+            bar.update(1)
+            bar.set_postfix(l1=f"{metrics['l1']:.4f}", img_s=f"{metrics['images_per_s']:.0f}")
+            if trainer.step % cfg.log_every == 0:
+                log.scalars(trainer.step, metrics)
+            if trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps or stop:
+                save_training_state(state_path, trainer.training_state())
     bar.close()
+    if stop:
+        print(f"stopped at step {trainer.step} of {cfg.steps}; saved {state_path}: the same command continues the run")
+        log.close()
+        return None
 
     trainer.fit_latent_stats()
     test_frames = held_out_frames(split_folder(data, "test"), cfg.eval_frames)

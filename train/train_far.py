@@ -24,6 +24,7 @@ from tqdm import tqdm  # noqa: E402
 
 from far_world.action_spaces import nvec_from_spec  # noqa: E402
 from far_world.checkpoint import load_autoencoder, load_training_state, save_training_state  # noqa: E402
+from far_world.training.stop import graceful_stop  # noqa: E402
 from far_world.data.clips import ClipDataset  # noqa: E402
 from far_world.data.episodes import read_meta  # noqa: E402
 from far_world.data.latents import build_latent_cache  # noqa: E402
@@ -109,25 +110,31 @@ def main(argv: list[str] | None = None) -> dict | None:
         total=cfg.steps, initial=trainer.step, desc="FAR", unit="step", dynamic_ncols=True, disable=not dist.is_main
     )
     recent: list[float] = []
-    while trainer.step < cfg.steps:
-        start = time.perf_counter()
-        metrics = trainer.train_step()
-        progress["elapsed_s"] += time.perf_counter() - start
-        progress["tokens_seen"] += int(metrics["tokens"])
-        recent = (recent + [metrics["loss"]])[-50:]
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}", F=int(metrics["clip_frames"])
-        )
-        if trainer.step % cfg.log_every == 0:
-            log.scalars(trainer.step, metrics)
-        if dist.is_main and (trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps):
-            # Rank 0's state serves every rank: ranks hold the same weights, and all the
-            # randomness of a step comes from per-shard generators, not the global RNGs.
-            state = trainer.training_state()
-            state.extra.update(progress)
-            save_training_state(state_path, state)
+    with graceful_stop(enabled=dist.world_size == 1) as stop:
+        while trainer.step < cfg.steps and not stop:
+            start = time.perf_counter()
+            metrics = trainer.train_step()
+            progress["elapsed_s"] += time.perf_counter() - start
+            progress["tokens_seen"] += int(metrics["tokens"])
+            recent = (recent + [metrics["loss"]])[-50:]
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}", F=int(metrics["clip_frames"])
+            )
+            if trainer.step % cfg.log_every == 0:
+                log.scalars(trainer.step, metrics)
+            if dist.is_main and (trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps or stop):
+                # Rank 0's state serves every rank: ranks hold the same weights, and all the
+                # randomness of a step comes from per-shard generators, not the global RNGs.
+                state = trainer.training_state()
+                state.extra.update(progress)
+                save_training_state(state_path, state)
     bar.close()
+    if stop:
+        print(f"stopped at step {trainer.step} of {cfg.steps}; saved {state_path}: the same command continues the run")
+        log.close()
+        shutdown_distributed()
+        return None
 
     summary = None
     if dist.is_main:

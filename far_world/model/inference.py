@@ -128,7 +128,7 @@ class CachedSampler:
                 x_short, _ = model._trunk(no_long, x[:, None], cond, rope, mask, past)
                 return model._velocity(x_short, cond)[:, 0].float()
 
-        latent = sample_euler(velocity, noise.to(device, torch.float32), settings.steps, settings.guidance)
+        latent = sample_euler(velocity, noise.to(device, torch.float32), settings.steps, settings.guidance, settings.time_shift)
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
         features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes)
         reward, termination_logit = model.heads(features)
