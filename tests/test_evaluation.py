@@ -234,6 +234,11 @@ def test_evaluate_quick_end_to_end(tiny_ckpt, maze_data, tmp_path):
     assert 0.0 <= free["model"]["psnr"]["win_rate"] <= 1.0 and free["model"]["sharpness_ratio"]["median"] >= 0
     assert (out / "freeplay.png").stat().st_size > 1000 and (out / "freeplay_strip.png").stat().st_size > 1000
     assert "## Free play against the real game" in text
+    gains = saved["freeplay"]["per_horizon"]["model"]["psnr_median_gain_over_copy"]
+    assert len(gains) == saved["freeplay"]["horizon"] and "copy_last_frame" not in [
+        name for name, figures in saved["freeplay"]["per_horizon"].items() if "psnr_median_gain_over_copy" in figures
+    ]
+    assert "median at each of steps 1.." in text
     assert metrics["command"].startswith("python train/evaluate.py")
 
 

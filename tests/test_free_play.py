@@ -94,3 +94,14 @@ def test_compare_evals_counts_windows_won_against_the_baseline(tmp_path):
     other = _free_play_metrics(tmp_path / "other" / "metrics.json", [1.0, 1.0], [1.0, 1.0], sources=("c@0", "d@0"))
     with pytest.raises(SystemExit, match="other windows"):
         compare.main([str(base), str(other)])
+
+
+def test_the_report_names_the_steps_where_the_model_is_not_ahead_of_copying():
+    from far_world.evaluation.report import _horizons_ahead_of_copy
+
+    ahead = {"per_horizon": {"model": {"psnr_median_gain_over_copy": [0.5] * 20}}}
+    assert "ahead at every one" in _horizons_ahead_of_copy(ahead)
+    behind = {"per_horizon": {"model": {"psnr_median_gain_over_copy": [0.5, -0.1, 0.2, 0.0] + [1.0] * 16}}}
+    line = _horizons_ahead_of_copy(behind)
+    assert "steps 2, 4 " in line and "-0.10 dB" in line
+    assert _horizons_ahead_of_copy({"per_horizon": {}}) == ""

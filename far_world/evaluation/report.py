@@ -179,7 +179,21 @@ def _free_play(m: dict) -> str:
         if fvd:
             row.append(fvd.get(name))
         rows.append(row)
-    return text + _table(header, rows, 3) + _notes(m.get("notes", []))
+    return text + _table(header, rows, 3) + _horizons_ahead_of_copy(m) + _notes(m.get("notes", []))
+
+
+def _horizons_ahead_of_copy(m: dict, up_to: int = 16) -> str:
+    """One line: over which of the first ``up_to`` steps the model's window-median PSNR margin over copy-last-frame is positive."""
+    gains = m.get("per_horizon", {}).get("model", {}).get("psnr_median_gain_over_copy")
+    if gains is None:
+        return ""
+    gains = gains[:up_to]
+    behind = [str(h + 1) for h, g in enumerate(gains) if g <= 0]
+    verdict = "ahead at every one" if not behind else "behind or level at steps " + ", ".join(behind)
+    return (
+        f"\nModel against copy-last-frame, PSNR difference per window, median at each of steps 1..{len(gains)}: "
+        f"{verdict} (smallest margin {min(gains):+.2f} dB).\n"
+    )
 
 
 def _notes(notes: list[str]) -> str:
