@@ -183,7 +183,8 @@ def _free_play(m: dict) -> str:
 
 
 def _horizons_ahead_of_copy(m: dict, up_to: int = 16) -> str:
-    """One line: over which of the first ``up_to`` steps the model's window-median PSNR margin over copy-last-frame is positive."""
+    """One line: at which of the first ``up_to`` steps the model is not ahead of copy-last-frame
+    by the median over windows of its PSNR margin (the verdict a few easy windows cannot carry)."""
     gains = m.get("per_horizon", {}).get("model", {}).get("psnr_median_gain_over_copy")
     if gains is None:
         return ""
