@@ -245,6 +245,14 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _plot_per_horizon(axes, curves_by_predictor: dict[str, dict[str, list[float]]], keys: tuple[str, ...]) -> None:
+    """One line per predictor on each axis: ``keys[i]`` against the horizon on ``axes[i]``."""
+    for name, curves in curves_by_predictor.items():
+        horizons = range(1, len(curves[keys[0]]) + 1)
+        for ax, key in zip(axes, keys):
+            ax.plot(horizons, curves[key], label=name)
+
+
 def save_plots(metrics: dict, out: str | Path) -> list[Path]:
     """One PNG per protocol that ran; returns their paths."""
     out = Path(out)
@@ -252,10 +260,7 @@ def save_plots(metrics: dict, out: str | Path) -> list[Path]:
     if "scores" in metrics.get("fidelity", {}):
         m = metrics["fidelity"]
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for name, s in m["scores"].items():
-            h = range(1, len(s["psnr"]) + 1)
-            axes[0].plot(h, s["psnr"], label=name)
-            axes[1].plot(h, s["ssim"], label=name)
+        _plot_per_horizon(axes, m["scores"], ("psnr", "ssim"))
         axes[0].set(xlabel="horizon (frames)", ylabel="PSNR (dB)", title="fidelity")
         axes[1].set(xlabel="horizon (frames)", ylabel="SSIM")
         axes[0].legend(fontsize=8)
@@ -305,11 +310,7 @@ def save_plots(metrics: dict, out: str | Path) -> list[Path]:
     if "per_horizon" in metrics.get("freeplay", {}):
         m = metrics["freeplay"]
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-        for name, curves in m["per_horizon"].items():
-            h = range(1, len(curves["psnr"]) + 1)
-            axes[0].plot(h, curves["psnr"], label=name)
-            axes[1].plot(h, curves["sharpness_ratio"], label=name)
-            axes[2].plot(h, curves["colour_error"], label=name)
+        _plot_per_horizon(axes, m["per_horizon"], ("psnr", "sharpness_ratio", "colour_error"))
         axes[0].set(xlabel="free-play step", ylabel="PSNR (dB)", title="free play")
         axes[1].axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
         axes[1].set(xlabel="free-play step", ylabel="sharpness ratio (model / real)")
