@@ -229,6 +229,38 @@ def test_a_failing_worker_is_reported_with_its_traceback(tmp_path: Path) -> None
         collect(CollectConfig("doom", episodes=1, steps=8, out=tmp_path, world_kwargs={"frame_skip": 0}), progress=False)
 
 
+class OneWorkerDoesAllPool:
+    """Worker 0 collects every episode; worker 1 fails to start once the work is done."""
+
+    def __init__(self, count, world, world_kwargs, policy, steps) -> None:
+        from far_world.collection.worker import describe_world
+        from far_world.envs.real import make_real_world
+
+        env = make_real_world(world, **world_kwargs)
+        self.events = [("ready", 0, describe_world(env))]
+        env.close()
+        self.started_at = 0.0
+
+    def submit(self, tasks) -> None:
+        self.events += [("episode", 0, (task.index, 20, 0.0)) for task in tasks]
+
+    def next_event(self, timeout: float = 1.0):
+        return self.events.pop(0) if self.events else None
+
+    def close(self, timeout: float = 30.0):
+        return [("ready", 1, {}), ("error", 1, "Traceback: the game would not start")]
+
+    def terminate(self) -> None:
+        pass
+
+
+def test_a_worker_failing_after_the_last_episode_is_not_silent(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("far_world.collection.collector.WorkerPool", OneWorkerDoesAllPool)
+    with pytest.warns(UserWarning, match="collect-worker-1 failed after the last episode:\nTraceback: the game"):
+        report = collect(CollectConfig("gym:CartPole-v1", episodes=2, steps=20, out=tmp_path, workers=2), progress=False)
+    assert sorted(report.written) == [0, 1] and sorted(report.startup_s) == [0, 1]
+
+
 def run_collect_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(COLLECT_SCRIPT), *args], capture_output=True, text=True, timeout=120)
 

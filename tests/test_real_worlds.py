@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium
@@ -101,6 +102,25 @@ def test_doom_world() -> None:
         np.testing.assert_array_equal(runs[0], runs[1])
     finally:
         env.close()
+
+
+@pytest.mark.worlds
+def test_doom_games_keep_their_files_out_of_the_working_folder(tmp_path, monkeypatch) -> None:
+    # The game process writes _vizdoom.ini and _vizdoom/ where it starts: two worlds started side
+    # by side in one folder raced to create them (a collector worker failed with "File exists").
+    monkeypatch.chdir(tmp_path)
+    worlds = [make_real_world("doom", seed=s) for s in (0, 1)]
+    try:
+        game_dirs = [env._game_dir for env in worlds]
+        assert len(set(game_dirs)) == 2
+        for env in worlds:
+            env.reset(seed=0)
+            env.step(1)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        for env in worlds:
+            env.close()
+    assert not any(Path(d).exists() for d in game_dirs)
 
 
 @pytest.mark.filterwarnings("ignore:.*not having a spec")

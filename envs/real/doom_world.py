@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,16 @@ BUTTON_NAMES = {
 # Modifiers that do nothing alone: a single-button action of them would be a second noop.
 MODIFIER_BUTTONS = {"SPEED", "STRAFE"}
 POSE_VARIABLES = (vizdoom.GameVariable.POSITION_X, vizdoom.GameVariable.POSITION_Y, vizdoom.GameVariable.ANGLE)
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def bundled_scenarios() -> list[str]:
@@ -111,7 +126,16 @@ class DoomWorld(RealWorld):
         self._scenario_variables = [(v.name.lower(), variables.index(v)) for v in scenario_variables]
         if seed is not None:
             game.set_seed(int(seed))
-        game.init()
+        # The game process writes ./_vizdoom.ini and ./_vizdoom/ into the folder it starts in:
+        # give each game a folder of its own, so that worlds started side by side (collector
+        # workers) do not race to create them, and the user's folder stays clean.
+        self._game_dir = tempfile.mkdtemp(prefix="far-world-vizdoom-")
+        try:
+            with _working_directory(self._game_dir):
+                game.init()
+        except BaseException:
+            shutil.rmtree(self._game_dir, ignore_errors=True)
+            raise
         names, self._buttons = build_action_table([b.name for b in game.get_available_buttons()])
         super().__init__(names, frame_skip=frame_skip, render_mode=render_mode)
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": round(35 / frame_skip)}
@@ -149,3 +173,4 @@ class DoomWorld(RealWorld):
 
     def close(self) -> None:
         self._game.close()
+        shutil.rmtree(self._game_dir, ignore_errors=True)

@@ -92,9 +92,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectReport:
         except BaseException:
             pool.terminate()
             raise
-        for kind, worker, _ in leftover:
+        for kind, worker, payload in leftover:
             if kind == "ready":  # a worker that started after the others had done all the work
                 report.startup_s[worker] = time.perf_counter() - pool.started_at
+            elif kind == "error":  # every episode is written, but a failure must not pass in silence
+                warnings.warn(f"collect-worker-{worker} failed after the last episode:\n{payload}", stacklevel=2)
     report.wall_s = time.perf_counter() - start
     return report
 
