@@ -10,12 +10,18 @@ Two traps on small CPUs and in forked workers:
   Gymnasium's ``AsyncVectorEnv`` forks after building a model in the parent, so a forked
   child runs torch on one thread (each such worker steps one world; spawned workers are
   unaffected).
+
+A third, for inference: a forward pass over a few dozen tokens is a chain of tiny operations,
+and waking a second thread for each costs more than it saves. :func:`torch_threads` runs such
+passes on one thread and gives torch its setting back afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 _configured = False
 
@@ -34,3 +40,19 @@ def configure_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.register_at_fork(after_in_child=_single_threaded_torch_in_forked_child)
     _configured = True
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch on ``threads`` intra-op threads (None: as it is), then restore."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import torch
 from far_world.action_spaces import space_from_spec
 from far_world.checkpoint import WorldCheckpoint, load_world_checkpoint
 from far_world.model.autoencoder import FrameAutoencoder
+from far_world.model.cache import KVCache
 from far_world.model.far import FARModel
 from far_world.model.inference import CachedSampler
 from far_world.model.sampler import SamplingSettings
+from far_world.openmp import torch_threads
 from far_world.released import CHECKPOINT_ENV_VAR, default_checkpoint_path, resolve_checkpoint
 
 
@@ -25,6 +28,14 @@ class WorldStep:
     frames: np.ndarray  # (B, H, W, 3) uint8
     rewards: np.ndarray  # (B,) float32, predicted by the reward head
     terminated: np.ndarray  # (B,) bool, termination head's probability > 0.5
+
+
+# How a CPU's cores step a batch of worlds (benchmarks/play_speed.py compares this with torch's
+# own threading): a pass over a few dozen tokens is a chain of tiny operations, and waking a
+# second thread for each costs more than it saves, so every pass runs on one thread. A batch of
+# at least 2 * MIN_ROWS_PER_SHARD worlds is split into shards of rows, one per core, stepped
+# side by side: each shard's operations are large enough to release the GIL for most of a step.
+MIN_ROWS_PER_SHARD = 16
 
 
 class WorldModel:
@@ -36,11 +47,19 @@ class WorldModel:
     T-1 actions); the first context frame gets the null action. ``settings`` (a
     :class:`SamplingSettings` value, the checkpoint's defaults at load) may be replaced between
     steps. Without ``long_context`` the model sees only its short window, as if started afresh
-    from it before each frame (evaluation's long-term context off).
+    from it before each frame (evaluation's long-term context off). ``threads`` None steps on a
+    CPU as :data:`MIN_ROWS_PER_SHARD` explains; an int n steps all rows together with torch on n
+    intra-op threads. A change takes effect at the next :meth:`reset`. Noise is drawn for all rows
+    at once, so frames do not depend on how the rows are split (with ``context_noise`` > 0 they do).
     """
 
     def __init__(
-        self, ckpt: WorldCheckpoint, device: str | torch.device = "cpu", batch_size: int = 1, long_context: bool = True
+        self,
+        ckpt: WorldCheckpoint,
+        device: str | torch.device = "cpu",
+        batch_size: int = 1,
+        long_context: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.checkpoint = ckpt
@@ -66,15 +85,27 @@ class WorldModel:
             ckpt.summary.get("inference", {}), flex_rope_slope=ckpt.far_config.flex_rope_slope
         )
         self.long_context = bool(long_context)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         self._null = torch.tensor(ckpt.far_config.action_nvec, dtype=torch.long, device=self.device)
         self._nvec = np.asarray(ckpt.far_config.action_nvec, dtype=np.int64)  # classes per component
-        self._state = None
+        self._caches: list[KVCache] | None = None  # one per shard of rows, made by reset()
+        self._shards: list[slice] = []
+        self._shard_generators: list[torch.Generator] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self._generator = torch.Generator(self.device)
         self.frame_index = np.zeros(self.batch_size, np.int64)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 1, long_context: bool = True
+        cls,
+        path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        batch_size: int = 1,
+        long_context: bool = True,
+        threads: int | None = None,
     ) -> "WorldModel":
         """Load a checkpoint file (``None``: the released default world)."""
         if path is None:
@@ -85,7 +116,8 @@ class WorldModel:
                     f"${CHECKPOINT_ENV_VAR}, or train one (docs/training.md)"
                 )
         # A released world's name (`maze`, `checkpoints/maze.pt`) finds the bundled file from any folder.
-        return cls(load_world_checkpoint(resolve_checkpoint(path)), device=device, batch_size=batch_size, long_context=long_context)
+        ckpt = load_world_checkpoint(resolve_checkpoint(path))
+        return cls(ckpt, device=device, batch_size=batch_size, long_context=long_context, threads=threads)
 
     def with_batch(
         self, batch_size: int, long_context: bool | None = None, settings: SamplingSettings | None = None
@@ -96,7 +128,7 @@ class WorldModel:
         other.batch_size = int(batch_size)
         other.long_context = self.long_context if long_context is None else bool(long_context)
         other.settings = self.settings if settings is None else settings
-        other._state = None
+        other._caches, other._shards, other._shard_generators, other._pool, other._pool_size = None, [], [], None, 0
         other._generator = torch.Generator(self.device)
         other.frame_index = np.zeros(other.batch_size, np.int64)
         return other
@@ -126,12 +158,20 @@ class WorldModel:
         """Action guidance weight (``settings.guidance``)."""
         return self.settings.guidance
 
+    def _plan_shards(self) -> list[slice]:
+        """Rows of each shard: one shard, or one per core for a large enough batch on a CPU."""
+        shards = 1
+        if self.threads is None and self.device.type == "cpu":
+            shards = max(1, min(torch.get_num_threads(), self.batch_size // MIN_ROWS_PER_SHARD))
+        bounds = np.linspace(0, self.batch_size, shards + 1).round().astype(int)
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
     @property
     def context_length(self) -> np.ndarray:
         """Frames currently held in each row's context (long-term + short-term)."""
-        if self._state is None:
+        if self._caches is None:
             return np.zeros(self.batch_size, np.int64)
-        return self._state.context_length.cpu().numpy().astype(np.int64)
+        return torch.cat([c.context_length for c in self._caches]).cpu().numpy().astype(np.int64)
 
     def _encode_context(self, frames: np.ndarray, actions: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (R,T,H,W,3) uint8, actions (R,T-1[,K]) -> latents (R,T,C,h,w), actions into frames (R,T,K)."""
@@ -165,13 +205,17 @@ class WorldModel:
             raise ValueError(f"reset needs context for all {self.batch_size} worlds, got {len(frames)}")
         if seed is not None:
             self._generator.manual_seed(int(seed))
-        self._state = self.sampler.new_cache(self.batch_size, self.device, self.long_context)
+        self._shards = self._plan_shards()
+        self._caches = [self.sampler.new_cache(s.stop - s.start, self.device, self.long_context) for s in self._shards]
+        if len(self._shards) > 1:  # context noise is drawn inside each shard's thread
+            first = self._generator.initial_seed() + 1  # not a draw: the batch's noise stays the same
+            self._shard_generators = [torch.Generator(self.device).manual_seed(first + i) for i in range(len(self._shards))]
         self.frame_index[:] = 0
+        every_row = np.ones(self.batch_size, dtype=bool)
         if isinstance(frames, np.ndarray) and frames.ndim == 5:
-            latents, into = self._encode_context(frames, actions)
-            self.sampler.prefill(self._state, latents, into, self.settings, self._generator)
+            self._restart(every_row, *self._encode_context(frames, actions))
             return
-        # Contexts of different lengths: each encoded alone, rows of equal length prefilled together.
+        # Contexts of different lengths: each encoded alone, rows of equal length restarted together.
         encoded = [
             self._encode_context(np.asarray(f)[None], None if actions is None else np.asarray(actions[i])[None])
             for i, f in enumerate(frames)
@@ -181,16 +225,31 @@ class WorldModel:
             rows = lengths == length
             latents = torch.cat([e[0] for e, r in zip(encoded, rows) if r])
             into = torch.cat([e[1] for e, r in zip(encoded, rows) if r])
-            self.sampler.reset_rows(self._state, torch.from_numpy(rows), latents, into, self.settings, self._generator)
+            self._restart(rows, latents, into)
 
     def reset_rows(self, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
         """Restart the worlds flagged in ``rows`` (B,) bool from R new contexts (R,T,H,W,3)."""
-        if self._state is None:
+        if self._caches is None:
             raise RuntimeError("call reset() before reset_rows()")
         rows = np.asarray(rows, dtype=bool)
-        latents, into = self._encode_context(frames, actions)
-        self.sampler.reset_rows(self._state, torch.from_numpy(rows).to(self.device), latents, into, self.settings, self._generator)
+        self._restart(rows, *self._encode_context(frames, actions))
         self.frame_index[rows] = 0
+
+    def _restart(self, rows: np.ndarray, latents: torch.Tensor, into: torch.Tensor) -> None:
+        """Restart the flagged rows (B,) bool from latents (R,T,...) and actions (R,T,K), R flagged, in order."""
+        first = 0
+        for cache, shard, generator in zip(self._caches, self._shards, self._generators()):
+            flagged = rows[shard]
+            count = int(flagged.sum())
+            if count:
+                self.sampler.reset_rows(
+                    cache, torch.from_numpy(flagged).to(self.device), latents[first : first + count],
+                    into[first : first + count], self.settings, generator,
+                )
+            first += count
+
+    def _generators(self) -> list[torch.Generator]:
+        return self._shard_generators if len(self._shards) > 1 else [self._generator]
 
     def step(self, actions: np.ndarray, allow_null: bool = False) -> WorldStep:
         """Advance every world by one frame; actions (B,) for Discrete, (B,K) for MultiDiscrete.
@@ -198,7 +257,7 @@ class WorldModel:
         ``allow_null``: also accept the null action (index = class count, per component), the
         model unconditioned on the action, which evaluation uses.
         """
-        if self._state is None:
+        if self._caches is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
         expected = (self.batch_size, *self.action_shape)
@@ -207,14 +266,35 @@ class WorldModel:
         flat = actions.reshape(self.batch_size, -1)
         if (flat < 0).any() or (flat > self._nvec - (0 if allow_null else 1)).any():
             raise ValueError(f"actions {actions.tolist()} are outside the action space {self.action_space}")
-        out = self.sampler.generate(
-            self._state, torch.as_tensor(actions, dtype=torch.long, device=self.device), self.settings, generator=self._generator
+        actions = torch.as_tensor(actions, dtype=torch.long, device=self.device)
+        cfg = self.far.cfg
+        noise = self.far._draw(
+            torch.randn, (self.batch_size, cfg.latent_channels, cfg.latent_size, cfg.latent_size), self.device, self._generator
         )
-        with torch.no_grad():
-            frames = self.autoencoder.decode(out.latents)
+        generators = self._generators()
+
+        def step_shard(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            rows = self._shards[i]
+            with torch.no_grad():  # grad mode is per thread
+                out = self.sampler.generate(self._caches[i], actions[rows], self.settings, noise[rows], generators[i])
+                return self.autoencoder.decode(out.latents), out.reward, out.terminated_prob
+
+        shards = range(len(self._shards))
+        threads = self.threads if self.threads is not None else (1 if self.device.type == "cpu" else None)
+        with torch_threads(threads):
+            results = [step_shard(0)] if len(shards) == 1 else list(self._shard_pool().map(step_shard, shards))
+        frames, rewards, terminated_prob = (torch.cat(parts) for parts in zip(*results))
         self.frame_index += 1
         return WorldStep(
             frames=frames.cpu().numpy(),
-            rewards=out.reward.float().cpu().numpy(),
-            terminated=(out.terminated_prob > 0.5).cpu().numpy(),
+            rewards=rewards.float().cpu().numpy(),
+            terminated=(terminated_prob > 0.5).cpu().numpy(),
         )
+
+    def _shard_pool(self) -> ThreadPoolExecutor:
+        """Threads that step the shards, each with torch on one intra-op thread (an OpenMP
+        setting of the thread that runs the operations)."""
+        if self._pool is None or self._pool_size != len(self._shards):
+            self._pool = ThreadPoolExecutor(len(self._shards), "far-world-shard", initializer=torch.set_num_threads, initargs=(1,))
+            self._pool_size = len(self._shards)
+        return self._pool

@@ -6,6 +6,7 @@ from conftest import random_far_model
 
 from far_world.model.far import CONTEXT, FARModel
 from far_world.model.inference import CachedSampler
+from far_world.model.rope import flex_rope_slopes
 from far_world.model.sampler import SamplingSettings, sample_euler
 
 ATOL = 1e-4
@@ -158,6 +159,26 @@ def test_cache_stops_growing_beyond_the_long_term_cap():
     assert len(set(sizes[full:])) == 1 and sizes[0] < sizes[-1]
     # Temporal positions are re-based: the newest frame sits at most `full` after the oldest held.
     assert max(spans) == full
+
+
+@pytest.mark.parametrize("guidance, slope", [(1.0, 0.0), (2.0, 0.3)])
+def test_once_the_ring_is_full_the_window_no_longer_sees_the_frame_a_new_one_replaced(guidance, slope):
+    # A frame leaving the window is encoded and the window re-encoded in one pass; with a full
+    # ring, the window must see the ring after the overwrite, as a re-encoding from it would.
+    model = random_model(max_long_frames=2)
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(6)
+    context, context_actions = _clip(g, 2, 3, cfg)
+    sampler, sampling = CachedSampler(model), settings(2, guidance, slope)
+    state = sampler.new_cache(2)
+    sampler.prefill(state, context, context_actions, sampling)
+    for i in range(6):
+        sampler.generate(state, torch.tensor([i % 6, (i + 2) % 6]), sampling, generator=g)
+    assert int(state.long_count.min()) > cfg.max_long_frames  # slots were overwritten
+    merged = [k.clone() for k in state.short_k] + [v.clone() for v in state.short_v]
+    sampler._reencode_short(state, flex_rope_slopes(slope, cfg.heads, state.device))
+    for before, after in zip(merged, state.short_k + state.short_v):
+        torch.testing.assert_close(before, after, atol=ATOL, rtol=0)
 
 
 def test_prefill_keeps_only_what_the_cache_holds():

@@ -134,3 +134,29 @@ def test_context_noise_is_a_setting_of_the_world_not_of_the_model(tiny_ckpt):
     assert not np.array_equal(clean, noised)
     assert world.settings.context_noise == 0.0  # a batch's settings never leak into the world's
     assert world.configure(context_noise=0.3).context_noise == 0.3
+
+
+def test_a_batch_split_across_cores_steps_as_one_batch(endless_ckpt, monkeypatch):
+    # 32 worlds on 2 cores are stepped as two shards of 16 side by side: the frames, rewards and
+    # restarts must not depend on it (noise is drawn for the whole batch at once).
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the shard plan reads the core count
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (32, 5, 64, 64, 3), dtype=np.uint8)
+    actions = rng.integers(0, 6, (32, 4))
+    restart = rng.random(32) < 0.3
+    runs = []
+    for threads in (None, 1):
+        world = WorldModel.load(endless_ckpt, batch_size=32)
+        world.threads = threads
+        world.reset(frames, actions, seed=4)
+        steps = [world.step(rng_actions) for rng_actions in np.random.default_rng(5).integers(0, 6, (3, 32))]
+        world.reset_rows(restart, frames[restart], actions[restart])
+        steps += [world.step(rng_actions) for rng_actions in np.random.default_rng(6).integers(0, 6, (9, 32))]
+        runs.append((len(world._shards), steps, world.context_length))
+    (shards, split, split_context), (one, together, together_context) = runs
+    assert (shards, one) == (2, 1)
+    for a, b in zip(split, together):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-5)
+        np.testing.assert_array_equal(a.terminated, b.terminated)
+    np.testing.assert_array_equal(split_context, together_context)

@@ -195,25 +195,55 @@ class CachedSampler:
         from that re-encoding, for the heads."""
         leaving = cache.push_short(latent, actions, level)
         if cache.long_context and bool(leaving.valid.any()):
-            self._migrate(cache, leaving, slopes)
+            return self._migrate_and_reencode(cache, leaving, slopes)
         return self._reencode_short(cache, slopes)
 
-    def _migrate(self, cache: KVCache, leaving: LeavingFrame, slopes: Tensor | None) -> None:
-        """Encode the frame leaving the short window as a long-term frame, once, attending to the
-        long-term frames before it, and store its K/V in the ring."""
-        model, n = self.model, cache.branches
+    def _migrate_and_reencode(self, cache: KVCache, leaving: LeavingFrame, slopes: Tensor | None) -> Tensor:
+        """Encode the frame leaving the short window as a long-term frame and re-encode the short
+        window, in one pass: the same numbers as the one after the other, at one pass's overhead.
+
+        The leaving frame attends to the long-term ring as it is (its oldest slot included, which
+        that frame then overwrites when the ring is full); the short window attends to the ring
+        as it will be: without the overwritten slot, with the leaving frame. The frame's K/V go to
+        the ring once, the window's replace the short-term K/V. Returns the newest frame's pooled
+        features (B,D), as :meth:`_reencode_short`.
+        """
+        model, cfg, n = self.model, self.cfg, cache.branches
         base = torch.minimum(cache.base(), torch.where(leaving.valid, leaving.frame, cache.next_frame))
         past, key_pos, key_valid = self._context_keys(cache, base, with_short=False)
-        pos = (leaving.frame - base)[:, None].repeat(n, 1)
-        valid = leaving.valid[:, None].repeat(n, 1)
-        rope, mask = self.layout.attention(pos, pos[:, :0], slopes, valid, valid[:, :0], key_pos, key_valid)
-        actions = self._branch_actions(cache, leaving.action[:, None])
-        timesteps = torch.full(pos.shape, LONG, device=cache.device)
-        latents = leaving.latent[:, None].repeat(n, 1, 1, 1, 1)
+        long_pos = (leaving.frame - base)[:, None].repeat(n, 1)
+        long_valid = leaving.valid[:, None].repeat(n, 1)
+        short_pos = (cache.short_frame - base[:, None]).repeat(n, 1)
+        short_valid = (cache.short_frame >= 0).repeat(n, 1)
+        rope, mask = self.layout.attention(long_pos, short_pos, slopes, long_valid, short_valid, key_pos, key_valid)
+        # The window's queries (after the leaving frame's tokens) must not see the slot it overwrites.
+        window_queries = torch.arange(mask.shape[2], device=cache.device) >= cfg.long_tokens  # (Nq,)
+        overwritten = F.pad(self._overwritten_slot_keys(cache, leaving), (0, mask.shape[3] - key_pos.shape[1]))
+        hidden = window_queries[None, None, :, None] & overwritten.repeat(n, 1)[:, None, None, :]
+        mask = mask & ~hidden if mask.dtype == torch.bool else mask.masked_fill(hidden, float("-inf"))
+        actions = self._branch_actions(cache, torch.cat([leaving.action[:, None], cache.short_actions], dim=1))
+        timesteps = torch.cat(
+            [torch.full(long_pos.shape, LONG, device=cache.device), torch.full(short_pos.shape, CONTEXT, device=cache.device)],
+            dim=1,
+        )
+        levels = torch.cat([leaving.level[:, None], cache.short_levels], dim=1).repeat(n, 1)
+        long_latent = leaving.latent[:, None].repeat(n, 1, 1, 1, 1)
         with model._autocast(cache.device):
-            cond = F.silu(model.conditioner(timesteps, leaving.level[:, None].repeat(n, 1), actions))
-            _, kvs = model._trunk(latents, latents[:, :0], cond, rope, mask, past)
-        cache.write_long(leaving, kvs)
+            cond = F.silu(model.conditioner(timesteps, levels, actions))
+            x_short, kvs = model._trunk(long_latent, cache.short_latents.repeat(n, 1, 1, 1, 1), cond, rope, mask, past)
+        split = cfg.long_tokens
+        cache.write_long(leaving, [(k[:, :, :split], v[:, :, :split]) for k, v in kvs])
+        cache.set_short_kv([(k[:, :, split:], v[:, :, split:]) for k, v in kvs])
+        return x_short[: cache.batch_size, -1].mean(dim=1).float()
+
+    @staticmethod
+    def _overwritten_slot_keys(cache: KVCache, leaving: LeavingFrame) -> Tensor:
+        """(B, slots*long_tokens) bool: the ring keys the leaving frame replaces (a full ring's oldest)."""
+        slot = cache.long_count % cache.cfg.max_long_frames
+        held = torch.zeros(cache.long_frame.shape, dtype=torch.bool, device=cache.device)
+        rows = (leaving.valid & (slot < cache.slots)).nonzero()[:, 0]
+        held[rows, slot[rows]] = cache.long_frame[rows, slot[rows]] >= 0
+        return held.repeat_interleave(cache.cfg.long_tokens, dim=1)
 
     def _reencode_short(self, cache: KVCache, slopes: Tensor | None) -> Tensor:
         """Recompute the short-term context's K/V against the current long-term frames.

@@ -56,11 +56,6 @@ def layer_norm(x: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:], eps=1e-6)
 
 
-def _join(first: Tensor, second: Tensor, dim: int) -> Tensor:
-    """Concatenate, skipping the copy when the first part is empty (no long-term frames)."""
-    return second if first.shape[dim] == 0 else torch.cat([first, second], dim=dim)
-
-
 class StreamAttention(nn.Module):
     """One token stream's attention weights: fused biased QKV, per-head q/k RMSNorm, output projection."""
 
@@ -109,20 +104,21 @@ class FARBlock(nn.Module):
         """
         fl = x_long.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).unsqueeze(2).chunk(6, dim=-1)
-        ql, kl, vl = self.attn_long.project(modulate(layer_norm(x_long), shift1[:, :fl], scale1[:, :fl]))
-        qs, ks, vs = self.attn_short.project(modulate(layer_norm(x_short), shift1[:, fl:], scale1[:, fl:]))
-        q, k, v = _join(ql, qs, 2), _join(kl, ks, 2), _join(vl, vs, 2)
+        xs, attns, frames = [x_long, x_short], (self.attn_long, self.attn_short), (slice(None, fl), slice(fl, None))
+        # A stream without frames is skipped, not run on empty tensors: at inference one of the
+        # two is usually empty, and each of its calls would cost as much as a small real one.
+        active = [i for i in (0, 1) if xs[i].shape[1] > 0]
+        projected = [attns[i].project(modulate(layer_norm(xs[i]), shift1[:, frames[i]], scale1[:, frames[i]])) for i in active]
+        q, k, v = (torch.cat(parts, dim=2) if len(parts) > 1 else parts[0] for parts in zip(*projected))
         cos, sin = rope
         q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_all, v_all = (k_rot, v) if past is None else (torch.cat([past[0], k_rot], 2), torch.cat([past[1], v], 2))
         o = F.scaled_dot_product_attention(q_rot, k_all, v_all, attn_mask=mask)
         o = rearrange(o, "b h n d -> b n (h d)")
-        o_long, o_short = o.split([kl.shape[2], ks.shape[2]], dim=1)
-        x_long = x_long + gate1[:, :fl] * self.attn_long.out(o_long).view_as(x_long)
-        x_short = x_short + gate1[:, fl:] * self.attn_short.out(o_short).view_as(x_short)
-        x_long = x_long + gate2[:, :fl] * self.mlp(modulate(layer_norm(x_long), shift2[:, :fl], scale2[:, :fl]))
-        x_short = x_short + gate2[:, fl:] * self.mlp(modulate(layer_norm(x_short), shift2[:, fl:], scale2[:, fl:]))
-        return x_long, x_short, (k, v)
+        for i, o_stream in zip(active, o.split([p[0].shape[2] for p in projected], dim=1)):
+            x = xs[i] + gate1[:, frames[i]] * attns[i].out(o_stream).view_as(xs[i])
+            xs[i] = x + gate2[:, frames[i]] * self.mlp(modulate(layer_norm(x), shift2[:, frames[i]], scale2[:, frames[i]]))
+        return xs[0], xs[1], (k, v)
 
 
 class FinalLayer(nn.Module):
