@@ -273,3 +273,31 @@ def test_reading_the_heads_keeps_each_episode_length(tiny_ckpt, maze_data):
     readings = read_heads(world, episodes)
     assert [len(r) for r, _ in readings] == [e.num_steps for e in episodes]
     assert all(((p >= 0) & (p <= 1)).all() for _, p in readings)
+
+
+def test_the_termination_probe_sees_frozen_last_frames_and_samples_endings(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "train" / "probe_termination.py"
+    spec = importlib.util.spec_from_file_location("probe_termination", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rng = np.random.default_rng(0)
+    for i, ends in enumerate((True, False)):
+        frames = rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+        terminated = np.zeros(8, bool)
+        if ends:  # the game shows no new screen once it is over: the last frame repeats
+            frames[-1] = frames[-2]
+            terminated[-1] = True
+        save_episode(tmp_path / f"ep_{i:06d}.npz", Episode(frames, np.zeros(8, np.int64), np.zeros(8, np.float32), terminated))
+    ending, other = probe.frame_change(str(tmp_path))
+    assert ending.tolist() == [0.0] and len(other) == 15 and other.min() > 50
+
+    latents = [torch.randn(n, 4, 8, 8) for n in (9, 30)]
+    episodes = [(lat, torch.zeros(len(lat), 1, dtype=torch.long), torch.zeros(len(lat), dtype=torch.bool)) for lat in latents]
+    episodes[0][2][-1] = True
+    clips, actions, ended = probe.probe_batch(episodes, np.random.default_rng(1), 8, 12)
+    assert clips.shape[:2] == actions.shape[:2] and clips.shape[0] == 8 and 4 <= clips.shape[1] <= 12
+    assert ended[:2].tolist() == [1.0, 1.0]  # a quarter of the batch ends an episode...
+    for clip in clips[:2]:
+        assert torch.equal(clip[-1], latents[0][-1])  # ...at its last frame
