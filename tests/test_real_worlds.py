@@ -105,6 +105,22 @@ def test_doom_world() -> None:
 
 
 @pytest.mark.worlds
+def test_doom_hud_shows_the_health_in_a_bottom_corner() -> None:
+    frames = {}
+    for hud in (False, True):
+        env = make_real_world("doom", seed=2, hud=hud)
+        try:
+            env.reset(seed=2)
+            frames[hud] = env.step(1)[0].astype(np.int16)
+        finally:
+            env.close()
+    corner = (slice(52, 64), slice(16, 40))  # where the minimal HUD draws the health digits
+    red = frames[True][corner][..., 0] - frames[True][corner][..., 1:].max(axis=-1)
+    assert (red > 80).sum() > 10  # the digits are bright red
+    np.testing.assert_array_equal(frames[True][:40], frames[False][:40])  # the view itself is the same
+
+
+@pytest.mark.worlds
 def test_doom_games_keep_their_files_out_of_the_working_folder(tmp_path, monkeypatch) -> None:
     # The game process writes _vizdoom.ini and _vizdoom/ where it starts: two worlds started side
     # by side in one folder raced to create them (a collector worker failed with "File exists").

@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="engine frames a step, for doom (default 4) and gym worlds (default 1)")
     parser.add_argument("--resolution", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="frame size, for minecraft (default 64 64)")
+    parser.add_argument("--hud", action="store_true", help="doom: show the health in the frame (ViZDoom's minimal HUD)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         world_kwargs={
             **({} if args.frame_skip is None else {"frame_skip": args.frame_skip}),
             **({} if args.resolution is None else {"resolution": list(args.resolution)}),
+            **({"hud": True} if args.hud else {}),
         },
     )
     try:

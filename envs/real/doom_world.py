@@ -97,6 +97,7 @@ class DoomWorld(RealWorld):
         seed: int | None = None,
         render_mode: str | None = None,
         frame_skip: int = DEFAULT_FRAME_SKIP,
+        hud: bool = False,
     ) -> None:
         if scenario in UNSUPPORTED_SCENARIOS:
             raise UnknownWorldError(f"doom:{scenario} is not supported: {UNSUPPORTED_SCENARIOS[scenario]}")
@@ -112,6 +113,12 @@ class DoomWorld(RealWorld):
         game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
         game.set_screen_format(vizdoom.ScreenFormat.RGB24)
         game.set_mode(vizdoom.Mode.PLAYER)
+        if hud:
+            # The minimal HUD draws the health in large digits in a bottom corner, legible at
+            # 64x64: with it a world model can see a death coming (without it, health_gathering's
+            # deaths depend on nothing in the frame). Without ``hud`` the scenario's own setting holds.
+            game.set_render_hud(True)
+            game.set_render_minimal_hud(True)
         # Buffers we never read cost time every tic (and the audio one needs a sound device).
         game.set_audio_buffer_enabled(False)
         game.set_depth_buffer_enabled(False)
