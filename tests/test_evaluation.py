@@ -296,7 +296,7 @@ def test_the_termination_probe_sees_frozen_last_frames_and_samples_endings(tmp_p
     latents = [torch.randn(n, 4, 8, 8) for n in (9, 30)]
     episodes = [(lat, torch.zeros(len(lat), 1, dtype=torch.long), torch.zeros(len(lat), dtype=torch.bool)) for lat in latents]
     episodes[0][2][-1] = True
-    clips, actions, ended = probe.probe_batch(episodes, np.random.default_rng(1), 8, 12)
+    clips, actions, ended = probe.probe_batch(episodes, probe.endings(episodes), np.random.default_rng(1), 8, 12)
     assert clips.shape[:2] == actions.shape[:2] and clips.shape[0] == 8 and 4 <= clips.shape[1] <= 12
     assert ended[:2].tolist() == [1.0, 1.0]  # a quarter of the batch ends an episode...
     for clip in clips[:2]:

@@ -55,14 +55,20 @@ def encode(world: WorldModel, folder: str, limit: int) -> list[tuple[torch.Tenso
     return out
 
 
-def probe_batch(episodes: list, rng: np.random.Generator, size: int, max_frames: int) -> tuple[torch.Tensor, ...]:
-    """Clips of real frames that end at the frame to read, a share of them at an episode's end."""
-    endings = [(i, int(e[2].nonzero()[0])) for i, e in enumerate(episodes) if e[2].any()]
+def endings(episodes: list) -> list[tuple[int, int]]:
+    """(episode, frame) of every frame that ends an episode."""
+    return [(i, int(e[2].nonzero()[0])) for i, e in enumerate(episodes) if e[2].any()]
+
+
+def probe_batch(
+    episodes: list, ends: list[tuple[int, int]], rng: np.random.Generator, size: int, max_frames: int
+) -> tuple[torch.Tensor, ...]:
+    """Clips of real frames that end at the frame to read, a share of them at an episode's end (``ends``)."""
     length = int(rng.integers(4, max_frames + 1))
     latents, actions, ended = [], [], []
     for row in range(size):
         if row < size * ENDING_SHARE:
-            i, last = endings[rng.integers(len(endings))]
+            i, last = ends[rng.integers(len(ends))]
         else:
             i = int(rng.integers(len(episodes)))
             last = int(rng.integers(1, len(episodes[i][0])))
@@ -92,15 +98,17 @@ def main() -> None:
 
     world = WorldModel.load(args.ckpt)
     episodes = encode(world, f"{args.data}/train", args.episodes)
-    if not any(e[2].any() for e in episodes):
+    ends = endings(episodes)
+    if not ends:
         raise SystemExit(f"no episode in {args.data}/train ends in a termination")
     head = world.far.heads.termination
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
     rng = np.random.default_rng(0)
     prior_entropy = -(ENDING_SHARE * math.log(ENDING_SHARE) + (1 - ENDING_SHARE) * math.log(1 - ENDING_SHARE))
+    max_frames = world.far.cfg.max_long_frames + world.far.cfg.short_window  # the longest context held
     losses = []
     for step in range(args.steps):
-        latents, actions, ended = probe_batch(episodes, rng, args.batch_size, world.far.cfg.max_long_frames + world.far.cfg.short_window)
+        latents, actions, ended = probe_batch(episodes, ends, rng, args.batch_size, max_frames)
         with torch.no_grad():
             _, features = world.far(latents, actions, torch.full(latents.shape[:2], CONTEXT))
         loss = F.binary_cross_entropy_with_logits(head(features[:, -1]).squeeze(-1), ended)

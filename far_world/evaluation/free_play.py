@@ -98,9 +98,12 @@ class FreePlayReport:
 _VERSUS_COPY = {"psnr": True, "ssim": True, "st_lpips": False}
 
 
-def _figures(truth: np.ndarray, frames: np.ndarray, late_from: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-window and per-horizon figures of frames (N, Hz, H, W, 3) against the truth."""
-    p, s = psnr(truth, frames), ssim(truth, frames)
+def _figures(
+    truth: np.ndarray, frames: np.ndarray, p: np.ndarray, late_from: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-window and per-horizon figures of frames (N, Hz, H, W, 3) against the truth, whose
+    per-frame PSNR (N, Hz) is ``p``."""
+    s = ssim(truth, frames)
     real_sharp, sharp = sobel_energy(truth), sobel_energy(frames)
     real_smooth, smooth = sobel_energy(truth, 1.0), sobel_energy(frames, 1.0)
     colour = colour_error(truth, frames)
@@ -152,12 +155,13 @@ def evaluate_free_play(
         "copy_last_frame": copy_last_frame(windows),
         "autoencoder_ceiling": autoencoder_reconstruction(world, truth),
     }
-    copy_psnr = psnr(truth, predictions["copy_last_frame"])
+    frame_psnr = {name: psnr(truth, frames) for name, frames in predictions.items()}
     for name, frames in predictions.items():
-        per_window, per_horizon = _figures(truth, frames, report.late_from)
+        per_window, per_horizon = _figures(truth, frames, frame_psnr[name], report.late_from)
         if name != "copy_last_frame":
             # The window-by-window verdict at each horizon: a few easy windows cannot carry a mean.
-            per_horizon["psnr_median_gain_over_copy"] = np.median(psnr(truth, frames) - copy_psnr, axis=0)
+            gain = frame_psnr[name] - frame_psnr["copy_last_frame"]
+            per_horizon["psnr_median_gain_over_copy"] = np.median(gain, axis=0)
         if nets is not None and nets.stlpips is not None:
             steps = slice(st_lpips_every - 1, None, st_lpips_every)
             per_window["st_lpips"] = lpips_distance(nets.stlpips, truth[:, steps], frames[:, steps]).mean(1)
