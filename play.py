@@ -192,7 +192,7 @@ def open_worlds(args: argparse.Namespace) -> Worlds:
     if args.side_by_side:
         from far_world.envs.real import make_real_world
 
-        real_env = make_real_world(world.world_spec, seed=args.seed)
+        real_env = make_real_world(world.world_spec, seed=args.seed, **world.world_kwargs)
     folder = args.record if args.record and not args.record.endswith(".mp4") else None
     episodes = episode_recorder(folder, world, real_env, args.seed, str(resolve_checkpoint(args.ckpt))) if folder else None
     return Worlds(env, real_env, episodes)

@@ -63,6 +63,9 @@ class WorldCheckpoint:
     prompt_actions: torch.Tensor
     summary: dict[str, Any] = field(default_factory=dict)
     world: str = ""
+    # The real world's settings that shaped the training frames (e.g. doom's ``hud``): scoring in
+    # the real game, or playing beside it, must build it the same way. Absent from older files.
+    world_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def latent_mean(self) -> torch.Tensor:
@@ -163,6 +166,7 @@ def save_world_checkpoint(path: str | os.PathLike, ckpt: WorldCheckpoint) -> Pat
         "prompt_actions": ckpt.prompt_actions.to(torch.int64).cpu(),
         "summary": dict(ckpt.summary),
         "world": ckpt.world,
+        "world_kwargs": dict(ckpt.world_kwargs),
     }
     _check_plain(payload)
     return atomic_torch_save(payload, path)
@@ -190,6 +194,7 @@ def load_world_checkpoint(path: str | os.PathLike) -> WorldCheckpoint:
         prompt_actions=p["prompt_actions"],
         summary=dict(p["summary"]),
         world=str(p["world"]),
+        world_kwargs=dict(p.get("world_kwargs", {})),
     )
 
 

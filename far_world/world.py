@@ -72,6 +72,7 @@ class WorldModel:
             raise ValueError(f"checkpoint weights do not match its config: {exc}") from exc
         self.batch_size = int(batch_size)
         self.world_spec = ckpt.world
+        self.world_kwargs = dict(ckpt.world_kwargs)  # the real world's settings, for make_real_world
         self.action_names = list(ckpt.action_names)
         self.action_space_spec = dict(ckpt.action_space)
         self.action_space = space_from_spec(self.action_space_spec)

@@ -21,8 +21,11 @@ from far_world.checkpoint import (
     save_training_state,
     save_world_checkpoint,
 )
+from far_world.data.episodes import DatasetMeta, Episode, save_episode
 from far_world.model.autoencoder import AEConfig, FrameAutoencoder
 from far_world.model.config import FARConfig
+from far_world.model.far import FARModel
+from far_world.training.export import export_world
 
 
 def make_world_checkpoint() -> WorldCheckpoint:
@@ -39,6 +42,7 @@ def make_world_checkpoint() -> WorldCheckpoint:
         prompt_actions=torch.tensor([[5, 1, 2], [5, 0, 4]]),
         summary={"steps": 10, "final_loss": 0.5, "autoencoder": {"test_psnr_db": 27.5}, "curve": [1.0, 0.7]},
         world="doom",
+        world_kwargs={"hud": True},
     )
 
 
@@ -57,10 +61,38 @@ def test_world_checkpoint_round_trip(tmp_path):
     assert back.action_names == ckpt.action_names and back.action_space == ckpt.action_space
     assert torch.equal(back.prompt_frames, ckpt.prompt_frames) and back.prompt_frames.dtype == torch.uint8
     assert torch.equal(back.prompt_actions, ckpt.prompt_actions)
-    assert back.summary == ckpt.summary and back.world == "doom"
+    assert back.summary == ckpt.summary and back.world == "doom" and back.world_kwargs == {"hud": True}
     assert torch.equal(back.latent_std, ckpt.ae_state["latent_std"])
     # the weights load into real modules
     FrameAutoencoder(back.ae_config).load_state_dict(back.ae_state)
+
+
+def test_files_from_before_world_settings_were_recorded_load_with_none(tmp_path):
+    path = save_world_checkpoint(tmp_path / "world.pt", make_world_checkpoint())
+    payload = raw_payload(path)
+    del payload["world_kwargs"]
+    torch.save(payload, path)
+    assert load_world_checkpoint(path).world_kwargs == {}
+
+
+def test_export_records_the_real_worlds_settings(tmp_path):
+    ckpt = make_world_checkpoint()
+    folder = tmp_path / "data" / "test"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        frames = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+        save_episode(folder / f"ep{i}.npz", Episode(frames, np.ones(4, np.int64), np.zeros(4, np.float32), np.zeros(4, bool)))
+    meta = DatasetMeta(
+        world="doom:health_gathering", action_names=ckpt.action_names, action_space=ckpt.action_space,
+        resolution=[64, 64], info={"steps": 4, "world_kwargs": {"hud": True, "frame_skip": 4}},
+    )  # fmt: skip
+    far = FARModel(ckpt.far_config)
+    ae = FrameAutoencoder(ckpt.ae_config)
+    export_world(tmp_path / "world.pt", ckpt.far_config, far.state_dict(), ae, meta, [folder], 2, 3, {})
+    back = load_world_checkpoint(tmp_path / "world.pt")
+    assert back.world == "doom:health_gathering"
+    assert back.world_kwargs == {"hud": True, "frame_skip": 4}
 
 
 def test_file_is_plain_data_loadable_with_weights_only(tmp_path):

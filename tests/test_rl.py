@@ -194,6 +194,23 @@ def test_real_world_evaluation_is_paired_by_seed():
 
 
 @pytest.mark.worlds
+def test_real_world_evaluation_builds_the_world_as_the_checkpoint_was_trained():
+    def red_in_health_corner(world_kwargs):
+        seen = []
+
+        def watching(frame):
+            seen.append(frame)
+            return 1
+
+        evaluate_in_real_world(watching, DOOM, episodes=1, seed=2, max_steps=3, world_kwargs=world_kwargs)
+        corner = np.asarray(seen)[:, 52:64, 16:40].astype(np.int16)  # where doom's minimal HUD draws the health
+        return int(((corner[..., 0] - corner[..., 1:].max(-1)) > 80).sum())
+
+    assert red_in_health_corner({"hud": True}) > 10
+    assert red_in_health_corner(None) == 0
+
+
+@pytest.mark.worlds
 def test_real_world_must_have_the_checkpoints_actions():
     check_real_world_actions(DOOM, ["noop", "forward", "left", "right", "forward+left", "forward+right"])
     with pytest.raises(ValueError, match="actions"):

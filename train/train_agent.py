@@ -90,11 +90,13 @@ def imagination_env(args: argparse.Namespace, device: str) -> ImaginationVecEnv:
     return ImaginationVecEnv(venv)
 
 
-def evaluate(policies: dict[str, Any], world_spec: str, episodes: int, seed: int) -> dict[str, EvalResult]:
+def evaluate(
+    policies: dict[str, Any], world_spec: str, episodes: int, seed: int, world_kwargs: dict[str, Any]
+) -> dict[str, EvalResult]:
     results = {}
     for name, policy in policies.items():
         torch.manual_seed(seed)  # stochastic policies sample from torch's generator
-        results[name] = evaluate_in_real_world(policy, world_spec, episodes, seed)
+        results[name] = evaluate_in_real_world(policy, world_spec, episodes, seed, world_kwargs=world_kwargs)
         s = results[name].summary
         print(f"  {name:12s} {s.mean:9.1f}  95% CI [{s.low:.1f}, {s.high:.1f}]  ({episodes} episodes)")
     return results
@@ -136,12 +138,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = imagination_env(args, device)
     world = env.venv.world
     world_spec = world.world_spec
-    check_real_world_actions(world_spec, world.action_names)
+    world_kwargs = world.world_kwargs  # the real game is built as the training frames were (doom's hud)
+    check_real_world_actions(world_spec, world.action_names, world_kwargs)
     action_space = env.action_space
     extra = []
     if args.eval_every > 0:
         curve = CurveLog(args.out / "imagination" / "curve.jsonl")
-        extra.append(RealWorldEvaluation(world_spec, args.eval_every, args.eval_every_episodes, eval_seed, curve))
+        extra.append(RealWorldEvaluation(world_spec, args.eval_every, args.eval_every_episodes, eval_seed, curve, world_kwargs))
     print(f"training in imagination: {args.steps} steps of a learned {world_spec}, {args.num_envs} worlds")
     agent, imagination = train_ppo(env, args.steps, args.out / "imagination", settings, args.ckpt_every, extra, "imagination")
     env.close()
@@ -150,17 +153,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     real_report = None
     if args.real_steps > 0:
         print(f"training in the real world for reference: {args.real_steps} steps of {world_spec}")
-        real_env = make_real_vec_env(world_spec, args.num_envs, args.seed)
+        real_env = make_real_vec_env(world_spec, args.num_envs, args.seed, world_kwargs)
         real_agent, real_report = train_ppo(real_env, args.real_steps, args.out / "real", settings, args.ckpt_every, desc="real")
         real_env.close()
         policies["real"] = sb3_policy(real_agent)
 
     print(f"evaluating in the real world ({world_spec}):")
-    results = evaluate(policies, world_spec, args.eval_episodes, eval_seed)
+    results = evaluate(policies, world_spec, args.eval_episodes, eval_seed, world_kwargs)
     curve_png = write_learning_curve(args.out, world_spec, args.horizon, results, imagination.steps)
     summary = {
         "command": shlex.join(["python", "train/train_agent.py", *argv]),
         "world": world_spec,
+        "world_kwargs": world_kwargs,
         "checkpoint": args.ckpt,
         "algo": args.algo,
         "settings": {**settings.to_dict(), "num_envs": args.num_envs, "horizon": args.horizon, "context": args.context,

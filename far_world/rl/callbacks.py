@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +128,18 @@ class TrainingCurve(BaseCallback):
 class RealWorldEvaluation(BaseCallback):
     """Every ``every`` steps (from step 0), play ``episodes`` real episodes with the current policy."""
 
-    def __init__(self, world_spec: str, every: int, episodes: int, seed: int, curve: CurveLog) -> None:
+    def __init__(
+        self,
+        world_spec: str,
+        every: int,
+        episodes: int,
+        seed: int,
+        curve: CurveLog,
+        world_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.world_spec = world_spec
+        self.world_kwargs = dict(world_kwargs or {})
         self.every = every
         self.episodes = episodes
         self.seed = seed
@@ -142,7 +152,9 @@ class RealWorldEvaluation(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.model.num_timesteps < self._next:
             return
-        result = evaluate_in_real_world(sb3_policy(self.model), self.world_spec, self.episodes, self.seed)
+        result = evaluate_in_real_world(
+            sb3_policy(self.model), self.world_spec, self.episodes, self.seed, world_kwargs=self.world_kwargs
+        )
         summary = result.summary
         self.curve.append(REAL_EVAL, self.model.num_timesteps, **summary.to_dict())
         self.logger.record("real/mean_return", summary.mean)

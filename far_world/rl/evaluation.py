@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,7 @@ def random_policy(action_space: gymnasium.Space, seed: int) -> Policy:
     return lambda frame: space.sample()
 
 
-def check_real_world_actions(world_spec: str, action_names: list[str]) -> None:
+def check_real_world_actions(world_spec: str, action_names: list[str], world_kwargs: Mapping[str, Any] | None = None) -> None:
     """Fail before any training when the real world's actions are not the checkpoint's, in order.
 
     An agent trained in imagination acts by index: a reordered or resized action table in the
@@ -73,7 +73,7 @@ def check_real_world_actions(world_spec: str, action_names: list[str]) -> None:
     """
     if not world_spec:
         raise ValueError("the checkpoint names no real world (its 'world' field is empty): nothing to evaluate in")
-    env = make_real_world(world_spec, seed=0)
+    env = make_real_world(world_spec, seed=0, **(world_kwargs or {}))
     try:
         real = list(env.action_names)
     finally:
@@ -83,17 +83,23 @@ def check_real_world_actions(world_spec: str, action_names: list[str]) -> None:
 
 
 def evaluate_in_real_world(
-    policy: Policy, world_spec: str, episodes: int, seed: int = 0, max_steps: int = DEFAULT_MAX_EPISODE_STEPS
+    policy: Policy,
+    world_spec: str,
+    episodes: int,
+    seed: int = 0,
+    max_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+    world_kwargs: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Play ``episodes`` whole episodes of the real world ``world_spec`` (seeds seed, seed+1, ...).
 
     Every policy scored with the same ``seed`` meets the same episode seeds, so comparisons are
-    paired where the world's randomness comes from its seed.
+    paired where the world's randomness comes from its seed. ``world_kwargs``: the settings the
+    world model was trained under (``WorldModel.world_kwargs``, e.g. doom's ``hud``).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     start = time.perf_counter()
-    env = make_real_world(world_spec, seed=seed)
+    env = make_real_world(world_spec, seed=seed, **(world_kwargs or {}))
     returns, lengths, seeds = [], [], []
     try:
         for episode in range(episodes):

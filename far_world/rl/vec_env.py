@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -88,9 +88,12 @@ class ImaginationVecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
 
-def make_real_vec_env(world_spec: str, num_envs: int, seed: int = 0) -> VecEnv:
+def make_real_vec_env(
+    world_spec: str, num_envs: int, seed: int = 0, world_kwargs: Mapping[str, Any] | None = None
+) -> VecEnv:
     """``num_envs`` copies of a real world (seeds seed..seed+num_envs-1), stepped in turn in this process.
 
     In-process stepping suits doom (thousands of steps/s); each world ends its own episodes.
     """
-    return DummyVecEnv([partial(make_real_world, world_spec, seed=seed + i) for i in range(num_envs)])
+    kwargs = dict(world_kwargs or {})
+    return DummyVecEnv([partial(make_real_world, world_spec, seed=seed + i, **kwargs) for i in range(num_envs)])

@@ -67,5 +67,6 @@ def export_world(
         prompt_actions=actions,
         summary=summary,
         world=meta.world,
+        world_kwargs=dict(meta.info.get("world_kwargs", {})),
     )
     return save_world_checkpoint(path, ckpt)
