@@ -63,10 +63,12 @@ def _clip(g, batch, frames, cfg):
 
 
 @pytest.mark.parametrize(
-    "guidance, slope, token_conditioning", [(1.0, 0.0, False), (2.0, 0.0, False), (1.0, 0.3, False), (2.0, 0.0, True)]
-)
-def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning):
-    model = random_model(token_conditioning=token_conditioning)
+    "guidance, slope, token_conditioning, prediction",
+    [(1.0, 0.0, False, "velocity"), (2.0, 0.0, False, "velocity"), (1.0, 0.3, False, "velocity"),
+     (2.0, 0.0, True, "velocity"), (2.0, 0.0, False, "clean")],
+)  # fmt: skip
+def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning, prediction):
+    model = random_model(token_conditioning=token_conditioning, prediction=prediction)
     sampler, drawn = CachedSampler(model), settings(3, guidance, slope)
     cfg = model.cfg
     g = torch.Generator().manual_seed(1)

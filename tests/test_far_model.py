@@ -34,6 +34,8 @@ def test_config_round_trip_and_validation():
         FARConfig(patch_size=3)
     with pytest.raises(ValueError):
         FARConfig(short_window=1)
+    with pytest.raises(ValueError, match="prediction"):
+        FARConfig(prediction="noise")
 
 
 @pytest.mark.parametrize("short_window, k", [(8, 2), (3, 3)])
@@ -176,22 +178,23 @@ def test_head_losses_weight_frames():
     assert r == 5.0
 
 
-def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it():
+@pytest.mark.parametrize("prediction", ["velocity", "clean"])
+def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(prediction):
     # One thread: on tensors this small a second thread costs more in synchronization than it
     # brings, many times more when another process holds the other core.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _overfit_and_roll_out()
+        _overfit_and_roll_out(prediction)
     finally:
         torch.set_num_threads(threads)
 
 
-def _overfit_and_roll_out():
+def _overfit_and_roll_out(prediction: str):
     torch.manual_seed(0)
     cfg = FARConfig(
         latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=8,
-        clean_context_prob=0.5, action_dropout=0.0,
+        clean_context_prob=0.5, action_dropout=0.0, prediction=prediction,
     )
     model = FARModel(cfg)
     g = torch.Generator().manual_seed(0)

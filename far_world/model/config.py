@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
+PREDICTIONS = ("velocity", "clean")
+
+
 @dataclass
 class FARConfig:
     # Latent geometry, fixed by the autoencoder: each frame is (latent_channels, latent_size, latent_size).
@@ -37,6 +40,11 @@ class FARConfig:
     # Flow times of training frames are logit-normal: sigmoid(N(flow_time_mean, 1)). A positive
     # mean trains more at high noise, where the frame is still undecided and the action matters most.
     flow_time_mean: float = 0.0
+    # What the network outputs: "velocity" (eps - x0, trained with the velocity MSE) or "clean"
+    # (the clean frame x0, trained with an MSE on x0 weighted 0.9 (1 - s) + 0.1, Dreamer 4's
+    # choice: a small model need not pull the noise back out of its input, and the low-noise
+    # steps that carry detail weigh more). Sampling turns either into a velocity.
+    prediction: str = "velocity"
     # Stochastic clean context: a short-window frame is given clean (timestep -1) with this probability.
     clean_context_prob: float = 0.1
     # Context-noise augmentation (0 = off): clean context frames get noise up to this flow time.
@@ -64,6 +72,8 @@ class FARConfig:
         # The short window holds the frame being generated and at least one context frame.
         if self.short_window < 2 or self.max_long_frames < 1:
             raise ValueError("short_window must be >= 2 and max_long_frames >= 1")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if not self.action_nvec or min(self.action_nvec) < 1:
             raise ValueError(f"action_nvec must list positive class counts, got {self.action_nvec}")
 

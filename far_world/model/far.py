@@ -30,6 +30,8 @@ from far_world.model.transformer import FARBlock, FinalLayer, patchify, unpatchi
 
 CONTEXT = -1.0
 LONG = -2.0
+# The least flow time a clean-frame prediction is divided by (training draws s > 0.006).
+MIN_FLOW_TIME = 1e-4
 
 
 def timestep_embedding(levels: Tensor, dim: int = 256) -> Tensor:
@@ -133,9 +135,15 @@ class FARModel(nn.Module):
             kvs.append(kv)
         return x_short, kvs
 
-    def _velocity(self, x_short: Tensor, cond_short: Tensor) -> Tensor:
-        """Final features (R,Fs,Ts,D) -> velocity (R,Fs,C,h,w)."""
-        return unpatchify(self.final(x_short, cond_short), self.cfg.patch_size, self.cfg.latent_size)
+    def _velocity(self, x_short: Tensor, cond_short: Tensor, noisy: Tensor, times: Tensor) -> Tensor:
+        """Final features (R,Fs,Ts,D) -> velocity (R,Fs,C,h,w) at the frames' noisy latents
+        (R,Fs,C,h,w) and flow times (R,Fs); a clean-frame output x0 becomes (x_s - x0) / s."""
+        out = unpatchify(self.final(x_short, cond_short), self.cfg.patch_size, self.cfg.latent_size)
+        if self.cfg.prediction == "velocity":
+            return out
+        # Context frames (times < 0) have no velocity; the floor keeps their output finite.
+        s = times.to(out.dtype).clamp_min(MIN_FLOW_TIME)[..., None, None, None]
+        return (noisy.to(out.dtype) - out) / s
 
     @staticmethod
     def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -187,7 +195,7 @@ class FARModel(nn.Module):
         with self._autocast(latents.device):
             cond = F.silu(self.conditioner(timesteps, levels, actions))
             x_short, _ = self._trunk(latents[:, :n_long], latents[:, n_long:], cond, rope, mask)
-            velocity = self._velocity(x_short, cond[:, n_long:])
+            velocity = self._velocity(x_short, cond[:, n_long:], latents[:, n_long:], timesteps[:, n_long:])
         return velocity.float(), x_short.mean(dim=2).float()
 
     def velocity(
@@ -240,8 +248,12 @@ class FARModel(nn.Module):
         timesteps = torch.where(clean, torch.full_like(s, CONTEXT), s)
         velocity, features = self.forward(x, actions, timesteps, context_levels=sigma)
 
-        target = (eps - x0)[:, n_long:]
-        per_frame = (velocity - target).pow(2).mean(dim=(2, 3, 4))
+        if cfg.prediction == "velocity":
+            per_frame = (velocity - (eps - x0)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
+        else:
+            s_short = s[:, n_long:]
+            clean_estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
+            per_frame = (clean_estimate - x0[:, n_long:]).pow(2).mean(dim=(2, 3, 4)) * (0.9 * (1 - s_short) + 0.1)
         denoised = (~clean[:, n_long:]).float()
         flow = (per_frame * denoised).sum() / denoised.sum().clamp_min(1.0)
         # The heads learn from every short-term frame, noisy ones weighted by how much of the

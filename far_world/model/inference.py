@@ -126,7 +126,7 @@ class CachedSampler:
             with model._autocast(device):
                 cond = F.silu(model.conditioner(t, t, step_actions))
                 x_short, _ = model._trunk(no_long, x[:, None], cond, rope, mask, past)
-                return model._velocity(x_short, cond)[:, 0].float()
+                return model._velocity(x_short, cond, x[:, None], t)[:, 0].float()
 
         latent = sample_euler(velocity, noise.to(device, torch.float32), settings.steps, settings.guidance, settings.time_shift)
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
