@@ -30,7 +30,8 @@ from far_world.model.transformer import FARBlock, FinalLayer, patchify, unpatchi
 
 CONTEXT = -1.0
 LONG = -2.0
-# The least flow time a clean-frame prediction is divided by (training draws s > 0.006).
+# The least flow time a clean-frame prediction is divided by: far below any flow time a denoised
+# frame meets in training or sampling; it only keeps context frames (no flow time) finite.
 MIN_FLOW_TIME = 1e-4
 
 
@@ -141,7 +142,6 @@ class FARModel(nn.Module):
         out = unpatchify(self.final(x_short, cond_short), self.cfg.patch_size, self.cfg.latent_size)
         if self.cfg.prediction == "velocity":
             return out
-        # Context frames (times < 0) have no velocity; the floor keeps their output finite.
         s = times.to(out.dtype).clamp_min(MIN_FLOW_TIME)[..., None, None, None]
         return (noisy.to(out.dtype) - out) / s
 
