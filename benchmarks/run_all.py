@@ -32,12 +32,14 @@ COMMANDS: dict[str, list[str]] = {
     "play_speed": [],
     "train_speed": [],
     "inference_cost": [],
+    "shape_speed": [],
 }
 QUICK_COMMANDS: dict[str, list[str]] = {
     "collect_speed": ["--worlds", "doom", "--workers", "1"],
     "play_speed": ["--steps", "20", "--vector", "4", "--long-steps", "1101"],
     "train_speed": ["--presets", "tiny", "--steps", "2"],
     "inference_cost": ["--preset", "tiny", "--lengths", "16,64", "--steps", "3"],
+    "shape_speed": ["--steps", "20", "--vector", "4", "--shapes", "depth=6 width=256 heads=4"],
 }
 
 
