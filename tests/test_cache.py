@@ -252,3 +252,30 @@ def test_a_cache_without_long_term_context_sees_only_its_short_window():
         assert torch.equal(got, sampler.generate(fresh, actions[:, i], drawn, noise=noises[:, i]).latents)
         seq, acts = torch.cat([seq, got]), torch.cat([acts, actions[0, i : i + 1]])
     assert short.slots == 0 and short.context_length.tolist() == [keep]
+
+
+@pytest.mark.parametrize("trained_with_context_noise", [False, True])
+def test_noised_context_is_shown_the_way_the_model_was_trained_to_read_it(trained_with_context_noise):
+    # Without context-noise augmentation a model met noisy earlier frames only as frames being
+    # denoised (diffusion forcing): a noised context frame is shown as one, at its flow time.
+    model = random_model(context_noise=0.2 if trained_with_context_noise else 0.0)
+    cfg, level = model.cfg, 0.3
+    g = torch.Generator().manual_seed(4)
+    context, context_actions = _clip(g, 1, 2, cfg)  # short window 3: two context frames, nothing long-term
+    action = torch.randint(0, cfg.action_nvec[0], (1,), generator=g)
+    noise = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
+    sampler, drawn = CachedSampler(model), SamplingSettings(steps=1, context_noise=level)
+    state = sampler.new_cache(1)
+    sampler.prefill(state, context, context_actions, drawn, generator=torch.Generator().manual_seed(5))
+    noised = state.short_latents.clone()  # the context as the cache holds it, noised once
+    assert noised.shape == context.shape and (noised - context).abs().max() > 0.1
+    got = sampler.generate(state, action, drawn, noise=noise).latents
+
+    latents = torch.cat([noised, noise[:, None]], dim=1)
+    actions = torch.cat([context_actions, action[:, None]], dim=1)
+    marker = CONTEXT if trained_with_context_noise else level
+    timesteps = torch.tensor([[marker, marker, 1.0]])
+    levels = torch.tensor([[level, level, 0.0]])
+    with torch.no_grad():
+        velocity = model.velocity(latents, actions, timesteps, context_levels=levels)[:, -1]
+    assert (got - (noise - velocity)).abs().max() < ATOL

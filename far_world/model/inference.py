@@ -152,6 +152,18 @@ class CachedSampler:
             return actions
         return torch.cat([actions, cache.null_actions(tuple(actions.shape[:-1]))])
 
+    def _context_timesteps(self, levels: Tensor) -> Tensor:
+        """The markers (R,T) of short-window context frames noised to ``levels`` (R,T).
+
+        A model trained with context-noise augmentation reads a noised context frame as context
+        told its level. One trained without it met noisy earlier frames only as frames being
+        denoised (diffusion forcing), so a noised frame is shown to it as one, at its flow time.
+        """
+        context = torch.full_like(levels, CONTEXT)
+        if self.cfg.context_noise > 0:
+            return context
+        return torch.where(levels > 0, levels, context)
+
     def _noised_context(
         self, latents: Tensor, level: float, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
@@ -223,7 +235,7 @@ class CachedSampler:
         mask = mask & ~hidden if mask.dtype == torch.bool else mask.masked_fill(hidden, float("-inf"))
         actions = self._branch_actions(cache, torch.cat([leaving.action[:, None], cache.short_actions], dim=1))
         timesteps = torch.cat(
-            [torch.full(long_pos.shape, LONG, device=cache.device), torch.full(short_pos.shape, CONTEXT, device=cache.device)],
+            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels).repeat(n, 1)],
             dim=1,
         )
         levels = torch.cat([leaving.level[:, None], cache.short_levels], dim=1).repeat(n, 1)
@@ -258,7 +270,7 @@ class CachedSampler:
         valid = (cache.short_frame >= 0).repeat(n, 1)
         rope, mask = self.layout.attention(pos[:, :0], pos, slopes, valid[:, :0], valid, key_pos, key_valid)
         actions = self._branch_actions(cache, cache.short_actions)
-        timesteps = torch.full(pos.shape, CONTEXT, device=cache.device)
+        timesteps = self._context_timesteps(cache.short_levels).repeat(n, 1)
         latents = cache.short_latents.repeat(n, 1, 1, 1, 1)
         with model._autocast(cache.device):
             cond = F.silu(model.conditioner(timesteps, cache.short_levels.repeat(n, 1), actions))
@@ -294,7 +306,7 @@ class CachedSampler:
             ]
         )
         timesteps = torch.cat(
-            [torch.full(long_pos.shape, LONG, device=cache.device), torch.full(short_pos.shape, CONTEXT, device=cache.device)],
+            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels[idx]).repeat(n, 1)],
             dim=1,
         )
         levels = torch.cat([cache.long_levels[idx], cache.short_levels[idx]], dim=1).repeat(n, 1)

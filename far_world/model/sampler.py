@@ -23,7 +23,9 @@ class SamplingSettings:
     steps: Euler steps a frame. guidance: the action guidance weight w (1 = off).
     flex_rope_slope: FlexRoPE's temporal decay, one slope or one per head (0 = plain RoPE).
     context_noise: flow time to which each frame joining the context is noised once (0 = clean,
-    as FAR); a drift-control knob for models trained with context-noise augmentation.
+    as FAR); a drift-control knob. A model trained with context-noise augmentation is told the
+    level as context; one trained without it sees the frame as one being denoised at that flow
+    time, as diffusion forcing trained it to (Diffusion Forcing's stabilized rollouts).
     time_shift: k in the Euler grid's warp s -> k s / (1 + (k - 1) s). 1 keeps even steps; k < 1
     moves them towards the clean end, where a frame's fine detail is decided, so that a few
     steps do not leave it to one large final jump (which lands on a blurred average).
