@@ -94,6 +94,8 @@ def test_compare_evals_counts_windows_won_against_the_baseline(tmp_path):
     other = _free_play_metrics(tmp_path / "other" / "metrics.json", [1.0, 1.0], [1.0, 1.0], sources=("c@0", "d@0"))
     with pytest.raises(SystemExit, match="other windows"):
         compare.main([str(base), str(other)])
+    with pytest.raises(SystemExit, match="no such file"):
+        compare.main([str(base), str(tmp_path / "unfinished" / "metrics.json")])
 
 
 def test_the_report_names_the_steps_where_the_model_is_not_ahead_of_copying():

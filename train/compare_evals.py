@@ -28,6 +28,8 @@ FIGURES = {
 
 
 def load_free_play(path: Path) -> dict:
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (train/evaluate.py writes OUT/metrics.json when it finishes)")
     metrics = json.loads(path.read_text())
     if "sources" not in metrics.get("freeplay", {}):
         raise SystemExit(f"{path}: no free-play protocol in it (evaluate with --protocol freeplay)")
