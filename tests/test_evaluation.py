@@ -278,6 +278,8 @@ def test_reading_the_heads_keeps_each_episode_length(tiny_ckpt, maze_data):
 def test_the_termination_probe_sees_frozen_last_frames_and_samples_endings(tmp_path):
     import importlib.util
 
+    from far_world.training.termination_head import ending_batch, endings
+
     path = Path(__file__).resolve().parents[1] / "train" / "probe_termination.py"
     spec = importlib.util.spec_from_file_location("probe_termination", path)
     probe = importlib.util.module_from_spec(spec)
@@ -296,7 +298,7 @@ def test_the_termination_probe_sees_frozen_last_frames_and_samples_endings(tmp_p
     latents = [torch.randn(n, 4, 8, 8) for n in (9, 30)]
     episodes = [(lat, torch.zeros(len(lat), 1, dtype=torch.long), torch.zeros(len(lat), dtype=torch.bool)) for lat in latents]
     episodes[0][2][-1] = True
-    clips, actions, ended = probe.probe_batch(episodes, probe.endings(episodes), np.random.default_rng(1), 8, 12)
+    clips, actions, ended = ending_batch(episodes, endings(episodes), np.random.default_rng(1), 8, 12)
     assert clips.shape[:2] == actions.shape[:2] and clips.shape[0] == 8 and 4 <= clips.shape[1] <= 12
     assert ended[:2].tolist() == [1.0, 1.0]  # a quarter of the batch ends an episode...
     for clip in clips[:2]:
