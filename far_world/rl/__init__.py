@@ -2,7 +2,8 @@
 
     venv = gymnasium.make_vec("FARWorld-v0", num_envs=16, vectorization_mode="vector_entry_point", ckpt=...)
     model = PPO("CnnPolicy", ImaginationVecEnv(venv))
-    score = evaluate_in_real_world(sb3_policy(model), venv.unwrapped.world.world_spec, episodes=30)
+    world = venv.unwrapped.world
+    score = evaluate_in_real_world(sb3_policy(model), world.world_spec, episodes=30, world_kwargs=world.world_kwargs)
 """
 
 try:
