@@ -54,7 +54,7 @@ def main() -> None:
           f"{(other < 0.5).mean():.2%} of the {len(other)} others change it by less than 0.5")
 
     world = WorldModel.load(args.ckpt)
-    episodes = encode(world, f"{args.data}/train", args.episodes)
+    episodes = encode(world, [e for _, e in iter_episodes(f"{args.data}/train")][: args.episodes])
     try:
         losses = fit_termination_head(world, episodes, args.steps, args.batch_size, args.lr)
     except ValueError as exc:

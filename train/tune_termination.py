@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     fit, validation = train[:-held], train[-held:]
     if not any(np.asarray(e.terminated).any() for e in validation):
         raise SystemExit(f"no episode of the last fifth of {args.data}/train ends: nothing to set the threshold on")
-    losses = fit_termination_head(world, encode(world, f"{args.data}/train", min(args.episodes, len(fit))),
-                                  args.steps, args.batch_size, args.lr)  # fmt: skip
+    fit = fit[: args.episodes]
+    losses = fit_termination_head(world, encode(world, fit), args.steps, args.batch_size, args.lr)
     print(f"head trained {args.steps} steps: loss {np.mean(losses[-50:]):.3f} "
           f"(a head that cannot tell ends apart: {prior_entropy():.3f})")
     shift, f1 = best_logit_shift(*validation_readings(world, validation))
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     far_state = {k: tuned[k].to(v.dtype) if k.startswith(HEAD_PREFIX) else v for k, v in source.far_state.items()}
     report = evaluate_heads(world, f"{args.data}/test")
     tuning = {
-        "episodes": min(args.episodes, len(fit)), "steps": args.steps, "logit_shift": shift,
+        "episodes": len(fit), "steps": args.steps, "logit_shift": shift,
         "validation_episodes": len(validation), "validation_f1": f1,
         "test_precision": report.termination_precision, "test_recall": report.termination_recall,
     }  # fmt: skip

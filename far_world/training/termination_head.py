@@ -10,13 +10,13 @@ episodes it did not learn from.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from far_world.data.episodes import iter_episodes
+from far_world.data.episodes import Episode
 from far_world.evaluation.rollouts import actions_into
 from far_world.model.far import CONTEXT
 from far_world.world import WorldModel
@@ -25,11 +25,11 @@ ENDING_SHARE = 0.25  # of each training batch
 EncodedEpisode = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def encode(world: WorldModel, folder: str, limit: int) -> list[EncodedEpisode]:
+def encode(world: WorldModel, episodes: Iterable[Episode]) -> list[EncodedEpisode]:
     """Per episode: latents (T,C,h,w), actions into each frame (T,K), ended (T,) bool (frame t ends it)."""
     out = []
     with torch.no_grad():
-        for _, episode in list(iter_episodes(folder))[:limit]:
+        for episode in episodes:
             latents = world.autoencoder.encode(torch.from_numpy(np.array(episode.frames)))
             ended = torch.zeros(len(latents), dtype=torch.bool)
             ended[1:] = torch.from_numpy(np.asarray(episode.terminated, bool))
