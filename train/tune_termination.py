@@ -18,6 +18,7 @@ import dataclasses
 import far_world  # noqa: F401, I001  (first: its OpenMP setting precedes torch)
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from far_world.checkpoint import load_world_checkpoint, save_world_checkpoint
 from far_world.data.episodes import iter_episodes
@@ -31,8 +32,9 @@ HEAD_PREFIX = "heads.termination."
 def validation_readings(world: WorldModel, episodes: list, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """The head's probabilities and the true ends of every transition of ``episodes``."""
     probs = []
-    for lo in range(0, len(episodes), batch_size):
-        probs += [p for _, p in read_heads(world, episodes[lo : lo + batch_size])]
+    with tqdm(total=sum(e.num_steps for e in episodes), unit="frame", desc="validation") as bar:
+        for lo in range(0, len(episodes), batch_size):
+            probs += [p for _, p in read_heads(world, episodes[lo : lo + batch_size], bar)]
     ended = np.concatenate([np.asarray(e.terminated, bool) for e in episodes])
     return np.concatenate(probs), ended
 
@@ -55,7 +57,12 @@ def main(argv: list[str] | None = None) -> dict:
     if not any(np.asarray(e.terminated).any() for e in validation):
         raise SystemExit(f"no episode of the last fifth of {args.data}/train ends: nothing to set the threshold on")
     fit = fit[: args.episodes]
-    losses = fit_termination_head(world, encode(world, fit), args.steps, args.batch_size, args.lr)
+    print(f"encoding {len(fit)} training episodes")
+    with tqdm(total=args.steps, unit="step", desc="termination head") as bar:
+        try:
+            losses = fit_termination_head(world, encode(world, fit), args.steps, args.batch_size, args.lr, bar=bar)
+        except ValueError as exc:
+            raise SystemExit(f"{args.data}/train: {exc}") from exc
     print(f"head trained {args.steps} steps: loss {np.mean(losses[-50:]):.3f} "
           f"(a head that cannot tell ends apart: {prior_entropy():.3f})")
     shift, f1 = best_logit_shift(*validation_readings(world, validation))
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     source = load_world_checkpoint(args.ckpt)
     tuned = world.far.state_dict()
     far_state = {k: tuned[k].to(v.dtype) if k.startswith(HEAD_PREFIX) else v for k, v in source.far_state.items()}
-    report = evaluate_heads(world, f"{args.data}/test")
+    with tqdm(unit="frame", desc="test") as bar:
+        report = evaluate_heads(world, f"{args.data}/test", bar=bar)
     tuning = {
         "episodes": len(fit), "steps": args.steps, "logit_shift": shift,
         "validation_episodes": len(validation), "validation_f1": f1,

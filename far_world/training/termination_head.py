@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from far_world.data.episodes import Episode
 from far_world.evaluation.rollouts import actions_into
@@ -70,7 +71,13 @@ def prior_entropy() -> float:
 
 
 def fit_termination_head(
-    world: WorldModel, episodes: Sequence[EncodedEpisode], steps: int, batch_size: int, lr: float, seed: int = 0
+    world: WorldModel,
+    episodes: Sequence[EncodedEpisode],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    bar: tqdm | None = None,
 ) -> list[float]:
     """Train ``world``'s termination head alone (in place) on ending-rich batches; returns the losses."""
     ends = endings(episodes)
@@ -91,6 +98,8 @@ def fit_termination_head(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
     return losses
 
 
