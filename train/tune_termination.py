@@ -22,19 +22,17 @@ from tqdm import tqdm
 
 from far_world.checkpoint import load_world_checkpoint, save_world_checkpoint
 from far_world.data.episodes import iter_episodes
-from far_world.evaluation.heads import evaluate_heads, read_heads
+from far_world.evaluation.heads import evaluate_heads, read_heads_in_batches
 from far_world.training.termination_head import best_logit_shift, encode, fit_termination_head, prior_entropy
 from far_world.world import WorldModel
 
 HEAD_PREFIX = "heads.termination."
 
 
-def validation_readings(world: WorldModel, episodes: list, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def validation_readings(world: WorldModel, episodes: list) -> tuple[np.ndarray, np.ndarray]:
     """The head's probabilities and the true ends of every transition of ``episodes``."""
-    probs = []
     with tqdm(total=sum(e.num_steps for e in episodes), unit="frame", desc="validation") as bar:
-        for lo in range(0, len(episodes), batch_size):
-            probs += [p for _, p in read_heads(world, episodes[lo : lo + batch_size], bar)]
+        probs = [p for _, p in read_heads_in_batches(world, episodes, bar=bar)]
     ended = np.concatenate([np.asarray(e.terminated, bool) for e in episodes])
     return np.concatenate(probs), ended
 

@@ -73,6 +73,16 @@ def read_heads(world: WorldModel, episodes: list[Episode], bar: tqdm | None = No
     return [(rewards[i, :n], probs[i, :n]) for i, n in enumerate(lengths)]
 
 
+def read_heads_in_batches(
+    world: WorldModel, episodes: list[Episode], batch_size: int = 16, bar: tqdm | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`read_heads` over ``episodes``, ``batch_size`` of them at a time."""
+    readings = []
+    for lo in range(0, len(episodes), batch_size):
+        readings += read_heads(world, episodes[lo : lo + batch_size], bar)
+    return readings
+
+
 def evaluate_heads(
     world: WorldModel, test: str | Path, max_episodes: int = 64, batch_size: int = 16, bar: tqdm | None = None
 ) -> HeadReport:
@@ -80,9 +90,7 @@ def evaluate_heads(
     episodes = [e for _, e in iter_episodes(test) if e.num_steps > 0][:max_episodes]
     if not episodes:
         raise ValueError(f"no episodes in {test}")
-    readings = []
-    for lo in range(0, len(episodes), batch_size):
-        readings += read_heads(world, episodes[lo : lo + batch_size], bar)
+    readings = read_heads_in_batches(world, episodes, batch_size, bar)
     reward_true = np.concatenate([e.rewards for e in episodes]).astype(np.float64)
     reward_pred = np.concatenate([r for r, _ in readings]).astype(np.float64)
     ended = np.concatenate([e.terminated for e in episodes]).astype(bool)
