@@ -192,9 +192,13 @@ def scramble_rngs() -> None:
     torch.manual_seed(12345)
 
 
-def test_far_resume_after_step_k_is_exact(squares, tmp_path):
+@pytest.mark.parametrize(
+    "overrides", [{"far.context_noise": "0.1"}, {"self_context_prob": "0.5", "rollout_prob": "0.5"}],
+    ids=["context_noise", "own_frames"],
+)
+def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
     _, cache = squares
-    cfg = tiny_far_config(steps=6, **{"far.context_noise": 0.1})
+    cfg = tiny_far_config(steps=6, **overrides)
     reference = FARTrainer(cfg, tiny_clip_dataset(cache, cfg), SINGLE)
     ref_losses = [reference.train_step()["loss"] for _ in range(5)]
 

@@ -217,6 +217,7 @@ class FARModel(nn.Module):
         terminated: Tensor,
         generator: torch.Generator | None = None,
         context_latents: Tensor | None = None,
+        last_frame_rows: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Rectified-flow loss of a batch of clips, plus the reward and termination heads' losses.
 
@@ -225,6 +226,8 @@ class FARModel(nn.Module):
         Every random draw comes from ``generator`` when given. ``context_latents`` (B,F,C,h,w):
         what frames given as clean context show instead of the truth (the model's own estimates,
         for drift control); denoised frames and their targets always use ``latents``.
+        ``last_frame_rows`` (B,) bool: rows laid out as at play time, every frame but the last
+        given as clean context and only the last denoised (with ``own_rollouts``' context).
         Returns {"loss": weighted sum to backward, "flow", "reward", "termination": detached}.
         """
         cfg = self.cfg
@@ -238,6 +241,10 @@ class FARModel(nn.Module):
         s = torch.sigmoid(cfg.flow_time_mean + self._draw(torch.randn, (b, n_frames), device, generator))
         clean = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.clean_context_prob
         clean[:, :n_long] = True
+        if last_frame_rows is not None:
+            rows = last_frame_rows.to(device)
+            clean[rows] = True
+            clean[rows, -1] = False
         eps = self._draw(torch.randn, tuple(x0.shape), device, generator)
         # Context-noise augmentation: a context frame is noised to a level sigma ~ U(0, context_noise),
         # told to the model through the flow-time embedding added to its CONTEXT/LONG marker.

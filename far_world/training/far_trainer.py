@@ -25,7 +25,8 @@ from far_world.training.distributed import DistInfo, mean_over_ranks
 from far_world.training.ema import EMA
 from far_world.training.presets import FARTrainConfig
 from far_world.training.schedule import lr_at
-from far_world.training.self_context import own_estimates
+from far_world.model.sampler import SamplingSettings
+from far_world.training.self_context import own_estimates, own_rollouts
 
 
 class _TrainingLoss(nn.Module):
@@ -131,16 +132,35 @@ class FARTrainer:
                 shown = own_estimates(
                     self.model, batch.frames, batch.actions, cfg.self_context_prob, cfg.self_context_max_time, generator
                 )
+            rows = None
+            if cfg.rollout_prob > 0 and frames >= 3 and self.step >= cfg.rollout_start_step:
+                shown, rows = self._with_rollouts(batch.frames, batch.actions, shown, frames, generator)
             with sync:
                 out = self.loss_module(
                     batch.frames, batch.actions, batch.rewards, batch.terminated,
-                    generator=generator, context_latents=shown,
+                    generator=generator, context_latents=shown, last_frame_rows=rows,
                 )  # fmt: skip
                 (out["loss"] / cfg.micro_batches).backward()
             for key, value in out.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / cfg.micro_batches
         totals["clip_frames"] = float(frames)
         return totals
+
+    def _with_rollouts(
+        self, latents: torch.Tensor, actions: torch.Tensor, shown: torch.Tensor | None, frames: int,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context latents in which the rows drawn with ``rollout_prob`` show the model's own free
+        play of 1..rollout_frames frames before their last, and those rows (B,) bool."""
+        cfg = self.cfg
+        rows = torch.rand(latents.shape[0], generator=generator) < cfg.rollout_prob
+        length = int(torch.randint(1, min(cfg.rollout_frames, frames - 2) + 1, (1,), generator=generator))
+        shown = latents.float().clone() if shown is None else shown.clone()
+        if rows.any():
+            idx = rows.nonzero()[:, 0].to(latents.device)
+            settings = SamplingSettings(steps=cfg.rollout_steps)
+            shown[idx] = own_rollouts(self.model, latents[idx], actions[idx], length, settings, generator)
+        return shown, rows
 
     def apply_gradients(self) -> dict[str, float]:
         """Clip, set this step's learning rate, take the optimizer step, update the EMA."""

@@ -85,6 +85,15 @@ class FARTrainConfig:
     # probability (0 = plain teacher forcing, as FAR).
     self_context_prob: float = 0.0
     self_context_max_time: float = 0.6
+    # Drift control by rollouts (the same module): from step rollout_start_step on (a model
+    # that draws noise has no drift worth learning from), a clip is, with probability
+    # rollout_prob, shown as at play time, its last frame denoised after 1..rollout_frames
+    # frames of the model's own free play (rollout_steps Euler steps a frame) from the true
+    # frames before them.
+    rollout_prob: float = 0.0
+    rollout_frames: int = 6
+    rollout_steps: int = 3
+    rollout_start_step: int = 0
     seed: int = 0
     # Prompt clips bundled with the released checkpoint for reset (from the test split).
     num_prompts: int = 4
@@ -100,6 +109,9 @@ class FARTrainConfig:
             raise ValueError(f"need 1 <= min_clip_frames <= max_clip_frames, got {got}")
         if self.batch_size < 1 or self.micro_batches < 1:
             raise ValueError("batch_size and micro_batches must be >= 1")
+        if not 0.0 <= self.rollout_prob <= 1.0 or self.rollout_frames < 1 or self.rollout_steps < 1:
+            got = f"{self.rollout_prob}, {self.rollout_frames}, {self.rollout_steps}"
+            raise ValueError(f"need rollout_prob in [0, 1] and rollout_frames, rollout_steps >= 1, got {got}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

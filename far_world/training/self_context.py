@@ -1,11 +1,16 @@
-"""Drift control by showing the model its own estimates as context during training.
+"""Drift control by showing the model its own frames as context during training.
 
 At play time every context frame after the prompt is one the model generated, with its own
-blur and colour errors; in plain teacher forcing it only ever sees true frames. Here a share of
-the short-window context frames is replaced by the model's one-step estimate of that frame
-from a noised copy (x0_hat = x_s - s v(x_s)): the kind of imperfect frame it will meet in free
-play, at the cost of one extra forward pass without gradients. Long-term frames stay true:
-the model reads them only through its compressed long-term stream.
+blur and colour errors; in plain teacher forcing it only ever sees true frames. Two ways to
+show it such frames, each at the cost of passes without gradients:
+
+- :func:`own_estimates`: a share of the short-window context frames is replaced by the
+  model's one-step estimate of that frame from a noised copy (x0_hat = x_s - s v(x_s)). One
+  extra forward pass; the errors are those of one frame, never compounded.
+- :func:`own_rollouts`: the frames before the last are the model's own free play from the true
+  frames before them, drawn with the cached sampler as at play time, so their errors compound
+  as they do in play. The loss then asks for the true last frame: the model learns to steer
+  back from its own drift (scheduled sampling, as Self Forcing trains on its own rollouts).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import torch
 from torch import Tensor
 
 from far_world.model.far import FARModel
+from far_world.model.inference import CachedSampler
+from far_world.model.sampler import SamplingSettings
 
 
 @torch.no_grad()
@@ -44,3 +51,30 @@ def own_estimates(
     pick = model._draw(torch.rand, (b, n_frames - n_long), device, generator) < prob
     short = torch.where(pick[..., None, None, None], estimates, x0[:, n_long:])
     return torch.cat([x0[:, :n_long], short], dim=1)
+
+
+@torch.no_grad()
+def own_rollouts(
+    model: FARModel,
+    latents: Tensor,
+    actions: Tensor,
+    frames: int,
+    settings: SamplingSettings,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Latents (B,F,C,h,w) whose ``frames`` frames before the last are generated one by one,
+    under the clip's own actions, from the true frames before them; the rest are returned as given.
+
+    The last frame is left true: it is the target the rollout is scored against.
+    """
+    n_frames = latents.shape[1]
+    start = n_frames - 1 - frames
+    if frames < 1 or start < 1:
+        raise ValueError(f"a rollout of {frames} frames needs a clip of at least {frames + 2} frames, got {n_frames}")
+    sampler = CachedSampler(model)
+    cache = sampler.new_cache(latents.shape[0], latents.device)
+    sampler.prefill(cache, latents[:, :start], actions[:, :start], settings, generator)
+    rolled = latents.float().clone()
+    for t in range(start, n_frames - 1):
+        rolled[:, t] = sampler.generate(cache, actions[:, t], settings, generator=generator).latents
+    return rolled
