@@ -141,11 +141,12 @@ class WorldModel:
         flex_rope_slope: float | None = None,
         context_noise: float | None = None,
         time_shift: float | None = None,
+        start_time: float | None = None,
     ) -> SamplingSettings:
         """Change sampling settings (``None`` keeps a value); returns the new settings."""
         self.settings = self.settings.replace(
             steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise,
-            time_shift=time_shift,
+            time_shift=time_shift, start_time=start_time,
         )
         return self.settings
 

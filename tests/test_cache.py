@@ -279,3 +279,31 @@ def test_noised_context_is_shown_the_way_the_model_was_trained_to_read_it(traine
     with torch.no_grad():
         velocity = model.velocity(latents, actions, timesteps, context_levels=levels)[:, -1]
     assert (got - (noise - velocity)).abs().max() < ATOL
+
+
+def test_a_warm_start_integrates_from_the_last_frame_noised_to_the_start_time():
+    model = random_model()
+    cfg, start = model.cfg, 0.6
+    g = torch.Generator().manual_seed(6)
+    context, context_actions = _clip(g, 1, 2, cfg)
+    action = torch.randint(0, cfg.action_nvec[0], (1,), generator=g)
+    noise = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
+    sampler, drawn = CachedSampler(model), SamplingSettings(steps=2, start_time=start)
+    state = sampler.new_cache(1)
+    sampler.prefill(state, context, context_actions, drawn)
+    got = sampler.generate(state, action, drawn, noise=noise).latents
+
+    def velocity(x, s):
+        latents = torch.cat([context, x[:, None]], dim=1)
+        timesteps = torch.tensor([[CONTEXT, CONTEXT, s]])
+        with torch.no_grad():
+            return model.velocity(latents, torch.cat([context_actions, action[:, None]], dim=1), timesteps)[:, -1]
+
+    x = (1 - start) * context[:, -1] + start * noise
+    for s, s_next in ((0.6, 0.3), (0.3, 0.0)):  # two even steps on [0, 0.6]
+        x = x + (s_next - s) * velocity(x, s)
+    assert (got - x).abs().max() < ATOL
+    cold = CachedSampler(model)
+    state = cold.new_cache(1)
+    cold.prefill(state, context, context_actions, SamplingSettings(steps=2))
+    assert (cold.generate(state, action, SamplingSettings(steps=2), noise=noise).latents - got).abs().max() > 1e-3

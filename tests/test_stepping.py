@@ -113,7 +113,8 @@ def test_sampling_settings_are_checked_values():
     assert settings.replace(steps=None, guidance=2.0) == SamplingSettings(3, 2.0, (0.0, 0.1), 0.2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.steps = 5
-    for bad in (dict(steps=0), dict(steps=2.5), dict(flex_rope_slope=-0.1), dict(context_noise=1.0), dict(time_shift=0.0)):
+    for bad in (dict(steps=0), dict(steps=2.5), dict(flex_rope_slope=-0.1), dict(context_noise=1.0), dict(time_shift=0.0),
+                dict(start_time=0.0), dict(start_time=1.5)):
         with pytest.raises(ValueError):
             SamplingSettings(**bad)
     stored = SamplingSettings.from_dict({"sampling_steps": 2, "guidance": 1.5, "unknown": 1})

@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--time-shift", type=float, default=None,
                    help="warp of the Euler grid, < 1 finer near the clean end (default: the checkpoint's)")
+    p.add_argument("--start-time", type=float, default=None,
+                   help="flow time in (0, 1] sampling starts from, warm-started from the last frame below 1 (default: the checkpoint's)")
     p.add_argument("--train-clip", type=int, default=None,
                    help="training clip length for extrapolation (default: the checkpoint summary's)")
     p.add_argument("--windows", type=int, default=None, help="fidelity/action windows")
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     world = WorldModel.load(args.ckpt, device=args.device)
     check_same_actions(args.data, world.action_names, world.action_space_spec)
     world.configure(
-        sampling_steps=args.sampling_steps, guidance=args.guidance, context_noise=args.context_noise, time_shift=args.time_shift
+        sampling_steps=args.sampling_steps, guidance=args.guidance, context_noise=args.context_noise,
+        time_shift=args.time_shift, start_time=args.start_time,
     )
     nets = load_metric_nets(args.i3d_weights, args.lpips_weights, args.device)
     print(nets.missing() or f"FVD: {nets.i3d_name}; ST-LPIPS: shift-tolerant AlexNet (stlpips-pytorch weights)")

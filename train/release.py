@@ -22,10 +22,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--flex-rope-slope", type=float, default=None, help="default FlexRoPE slope")
     parser.add_argument("--context-noise", type=float, default=None, help="default inference context noise (flow time)")
     parser.add_argument("--time-shift", type=float, default=None, help="default warp of the Euler grid (< 1: finer near the clean end)")
+    parser.add_argument("--start-time", type=float, default=None, help="default flow time sampling starts from (< 1: warm start)")
     args = parser.parse_args(argv)
     chosen = {
         "sampling_steps": args.sampling_steps, "guidance": args.guidance,
         "flex_rope_slope": args.flex_rope_slope, "context_noise": args.context_noise, "time_shift": args.time_shift,
+        "start_time": args.start_time,
     }  # fmt: skip
     ckpt = load_world_checkpoint(args.source)
     inference = dict(ckpt.summary.get("inference", {}))

@@ -103,7 +103,8 @@ class CachedSampler:
         actions (B,) or (B,K): the action into the new frame; ``settings.steps`` Euler steps from
         s = 1 to 0; guidance w: v_u + w (v_c - v_u), the unconditional branch with the null action
         everywhere (kept in the cache while w != 1, rebuilt from the held frames when w leaves 1).
-        noise (B,C,h,w): the starting point, drawn from ``generator`` if None.
+        noise (B,C,h,w): the noise, drawn from ``generator`` if None; with ``settings.start_time``
+        s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise.
         """
         model, cfg, device, b = self.model, self.cfg, cache.device, cache.batch_size
         actions = model._action_components(actions.to(device), 1)
@@ -128,7 +129,12 @@ class CachedSampler:
                 x_short, _ = model._trunk(no_long, x[:, None], cond, rope, mask, past)
                 return model._velocity(x_short, cond, x[:, None], t)[:, 0].float()
 
-        latent = sample_euler(velocity, noise.to(device, torch.float32), settings.steps, settings.guidance, settings.time_shift)
+        start = noise.to(device, torch.float32)
+        if settings.start_time < 1.0:
+            start = (1 - settings.start_time) * cache.short_latents[:, -1] + settings.start_time * start
+        latent = sample_euler(
+            velocity, start, settings.steps, settings.guidance, settings.time_shift, settings.start_time
+        )
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
         features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes)
         reward, termination_logit = model.heads(features)

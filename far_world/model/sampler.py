@@ -29,6 +29,10 @@ class SamplingSettings:
     time_shift: k in the Euler grid's warp s -> k s / (1 + (k - 1) s). 1 keeps even steps; k < 1
     moves them towards the clean end, where a frame's fine detail is decided, so that a few
     steps do not leave it to one large final jump (which lands on a blurred average).
+    start_time: the flow time s0 the integration starts from. 1 starts from pure noise, as
+    trained; s0 < 1 starts from the row's last context frame noised to s0 (SDEdit's warm
+    start), so that what the noise leaves of that frame (its colours, its layout) anchors the
+    next one, a drift-control knob that can also hold back motion. The grid is scaled to [0, s0].
     """
 
     steps: int = 4
@@ -36,6 +40,7 @@ class SamplingSettings:
     flex_rope_slope: float | tuple[float, ...] = 0.0
     context_noise: float = 0.0
     time_shift: float = 1.0
+    start_time: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
@@ -48,12 +53,15 @@ class SamplingSettings:
             raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise!r}")
         if not float(self.time_shift) > 0.0:
             raise ValueError(f"time_shift must be > 0, got {self.time_shift!r}")
+        if not 0.0 < float(self.start_time) <= 1.0:
+            raise ValueError(f"start_time must be in (0, 1], got {self.start_time!r}")
         # Normalized in place (frozen): equal settings compare and hash equal however they were given.
         object.__setattr__(self, "steps", int(self.steps))
         object.__setattr__(self, "guidance", float(self.guidance))
         object.__setattr__(self, "flex_rope_slope", slope)
         object.__setattr__(self, "context_noise", float(self.context_noise))
         object.__setattr__(self, "time_shift", float(self.time_shift))
+        object.__setattr__(self, "start_time", float(self.start_time))
 
     def replace(self, **changes: Any) -> "SamplingSettings":
         """A copy with the given fields changed; ``None`` keeps a field's value."""
@@ -88,15 +96,20 @@ def guide(v_cond: Tensor, v_uncond: Tensor, guidance: float) -> Tensor:
 
 
 def sample_euler(
-    velocity: Callable[[Tensor, float], Tensor], noise: Tensor, steps: int, guidance: float, time_shift: float = 1.0
+    velocity: Callable[[Tensor, float], Tensor],
+    noise: Tensor,
+    steps: int,
+    guidance: float,
+    time_shift: float = 1.0,
+    start_time: float = 1.0,
 ) -> Tensor:
-    """Integrate from ``noise`` (B,...) at s = 1 to s = 0.
+    """Integrate from ``noise`` (B,...) at s = ``start_time`` (the grid scaled to it) to s = 0.
 
     ``velocity(x, s)`` returns the model's velocity for x at flow time s. With guidance != 1 it is
     called once a step on [x ; x] (2B rows): the first B rows are read as conditioned on the
     action, the last B as unconditional, so both branches share one batched forward pass.
     """
-    times = flow_times(steps, time_shift).tolist()
+    times = (start_time * flow_times(steps, time_shift)).tolist()
     guided = guidance != 1.0
     x = noise
     for s, s_next in zip(times[:-1], times[1:]):
