@@ -36,6 +36,7 @@ class FARWorldEnv(gymnasium.Env):
         flex_rope_slope: float | None = None,
         context_noise: float | None = None,
         time_shift: float | None = None,
+        start_time: float | None = None,
         device: str = "cpu",
         timing: bool = False,
         world_model: WorldModel | None = None,
@@ -45,7 +46,7 @@ class FARWorldEnv(gymnasium.Env):
         self.world = world_model if world_model is not None else WorldModel.load(ckpt, device=device, batch_size=1)
         self.world.configure(
             sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise,
-            time_shift=time_shift,
+            time_shift=time_shift, start_time=start_time,
         )
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)

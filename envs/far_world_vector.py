@@ -39,6 +39,7 @@ class FARWorldVectorEnv(VectorEnv):
         flex_rope_slope: float | None = None,
         context_noise: float | None = None,
         time_shift: float | None = None,
+        start_time: float | None = None,
         device: str = "cpu",
         timing: bool = False,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
@@ -52,7 +53,7 @@ class FARWorldVectorEnv(VectorEnv):
         self.world = WorldModel.load(ckpt, device=device, batch_size=num_envs)
         self.world.configure(
             sampling_steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise,
-            time_shift=time_shift,
+            time_shift=time_shift, start_time=start_time,
         )
         self.context = ContextSource.from_spec(context, self.world)
         self.max_episode_steps = int(max_episode_steps)
