@@ -395,3 +395,26 @@ def test_train_far_killed_by_sigkill_and_restarted_matches_an_uninterrupted_run(
     assert 0 < k < 24, "the run was not killed in the middle (machine too fast or too slow?)"
     assert f"resumed from {state} at step {k}" in finish(launch(tmp_path / "killed"))
     compare_runs(tmp_path / "whole", tmp_path / "killed", k=k, last=24)
+
+
+def test_train_far_init_starts_from_a_worlds_weights_on_its_latents_only(squares, tmp_path, capsys):
+    data, _ = squares
+    train_far = load_script("train_far")
+    ae = untrained_ae(tmp_path / "ae.pt")
+    train_far.main(far_args(data, ae, tmp_path / "first", "steps=4"))
+    first = tmp_path / "first" / "world.pt"
+
+    # Zero steps of fine-tuning: the new world is the initial one, weight for weight.
+    train_far.main(far_args(data, ae, tmp_path / "again", "steps=0", "--init", str(first)))
+    assert "started from the weights of" in capsys.readouterr().out
+    start, again = load_world_checkpoint(first).far_state, load_world_checkpoint(tmp_path / "again" / "world.pt").far_state
+    assert all(torch.equal(start[name], again[name]) for name in start)
+    fresh = train_far.main(far_args(data, ae, tmp_path / "fresh", "steps=0"))
+    fresh_state = load_world_checkpoint(tmp_path / "fresh" / "world.pt").far_state
+    assert fresh["init"] is None and not all(torch.equal(start[n], fresh_state[n]) for n in start)
+
+    torch.manual_seed(1)
+    other_ae = save_autoencoder(tmp_path / "other_ae.pt", FrameAutoencoder(AEConfig(channels=(8, 16), latent_channels=4)))
+    with pytest.raises(SystemExit, match="not the --ae one"):
+        train_far.main(["--data", str(data), "--ae", str(other_ae), "--out", str(tmp_path / "other"), "--preset", "tiny",
+                        "--cache", str(data / "cache_other"), "steps=0", "--init", str(first)])  # fmt: skip

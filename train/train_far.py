@@ -8,6 +8,8 @@ latent cache (reused while the autoencoder is the same). Resumes from RUN_DIR/st
 exists, exactly: a run killed at any point and restarted continues as if never stopped.
 Writes RUN_DIR/config.json, TensorBoard logs (RUN_DIR/tb), metrics.jsonl, state.pt, and at
 the end the released one-file checkpoint RUN_DIR/world.pt and RUN_DIR/summary.json.
+``--init WORLD.pt`` fine-tunes: a new run starts from that world's weights (same shape, same
+autoencoder) with this run's config and schedule; a resumed run ignores it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from far_world.action_spaces import nvec_from_spec  # noqa: E402
-from far_world.checkpoint import load_autoencoder, load_training_state, save_training_state  # noqa: E402
+from far_world.checkpoint import (  # noqa: E402
+    load_autoencoder, load_training_state, load_world_checkpoint, save_training_state,
+)
 from far_world.training.stop import graceful_stop  # noqa: E402
 from far_world.data.clips import ClipDataset  # noqa: E402
 from far_world.data.episodes import read_meta  # noqa: E402
@@ -49,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, FARTr
         "--allow-imagined", action="store_true",
         help="train on episodes labelled imagined (play.py recordings of a learned world): refused by default",
     )  # fmt: skip
+    parser.add_argument(
+        "--init", help="start from this world checkpoint's FAR weights (fine-tuning; needs the same shape and autoencoder)"
+    )
     parser.add_argument("overrides", nargs="*", help="config fields, e.g. lr=1e-4 far.depth=4 batch_size=32")
     args = parser.parse_args(argv)
     cfg = apply_overrides(preset(FAR_PRESETS, args.preset), args.overrides)
@@ -82,6 +89,13 @@ def latent_dataset(args: argparse.Namespace, cfg: FARTrainConfig, ae: FrameAutoe
     )  # fmt: skip
 
 
+def initial_weights(path: Path, ae: FrameAutoencoder) -> dict[str, torch.Tensor]:
+    """A world checkpoint's FAR weights, refused unless it was trained on this autoencoder's latents."""
+    if load_autoencoder(path)[0].fingerprint() != ae.fingerprint():
+        raise SystemExit(f"--init {path}: its autoencoder is not the --ae one, so its latents mean something else")
+    return load_world_checkpoint(path).far_state
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     args, cfg = parse_args(argv)
     dist = init_distributed(cfg.device)
@@ -101,6 +115,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         progress.update({k: state.extra[k] for k in progress if k in state.extra})
         if dist.is_main:
             print(f"resumed from {state_path} at step {trainer.step}")
+    elif args.init:
+        trainer.start_from(initial_weights(Path(args.init), ae))
+        if dist.is_main:
+            print(f"started from the weights of {args.init}")
     if dist.is_main:
         write_config(cfg, out / "config.json")
     log = RunLog(out, enabled=dist.is_main, start_step=trainer.step)
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "data": str(args.data),
             "autoencoder": ae_summary,
             "train_config": cfg.to_dict(),
+            "init": args.init,
         }
         data = Path(args.data)
         export_world(

@@ -107,6 +107,14 @@ class FARTrainer:
         self.ema = EMA(self.model, cfg.ema_decay)
         self.step = 0
 
+    def start_from(self, far_state: dict[str, torch.Tensor]) -> None:
+        """Start from trained weights (fine-tuning): the model and its average both take them."""
+        try:
+            self.model.load_state_dict(far_state)
+        except RuntimeError as exc:
+            raise ValueError(f"the initial weights do not fit this run's FAR config: {exc}") from exc
+        self.ema = EMA(self.model, self.cfg.ema_decay)
+
     @property
     def shards(self) -> int:
         """The global batch is cut into this many equal shards."""
