@@ -21,11 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 from far_world.checkpoint import TrainingState, capture_rng_state, restore_rng_state
 from far_world.data.clips import ClipDataset
 from far_world.model.far import FARModel
+from far_world.model.sampler import SamplingSettings
 from far_world.training.distributed import DistInfo, mean_over_ranks
 from far_world.training.ema import EMA
 from far_world.training.presets import FARTrainConfig
 from far_world.training.schedule import lr_at
-from far_world.model.sampler import SamplingSettings
 from far_world.training.self_context import own_estimates, own_rollouts
 
 
