@@ -30,7 +30,7 @@ from far_world.training.presets import (
     apply_overrides,
     preset,
 )
-from far_world.training.resume import check_resumable
+from far_world.training.resume import check_resumable, config_differences
 from far_world.training.run_log import read_metrics
 from far_world.training.schedule import lr_at
 
@@ -134,6 +134,15 @@ def test_presets_round_trip_and_copy():
     assert preset(FAR_PRESETS, "gpu").far.width == 768 and preset(FAR_PRESETS, "gpu").far.depth == 12
     with pytest.raises(ValueError, match="unknown preset"):
         preset(FAR_PRESETS, "huge")
+
+
+def test_cpu_rollout_preset_is_the_cpu_one_plus_rollouts():
+    # the ablation baseline (cpu) and its rollout variant differ in exactly one change
+    with_rollouts, teacher_forced = preset(FAR_PRESETS, "cpu_rollout"), preset(FAR_PRESETS, "cpu")
+    assert config_differences(teacher_forced.to_dict(), with_rollouts.to_dict()) == [
+        "rollout_prob: saved 0.0, requested 0.5", "rollout_start_step: saved 0, requested 1200",
+    ]
+    assert 0 < with_rollouts.rollout_start_step < with_rollouts.steps
 
 
 def test_overrides_parse_to_the_field_types():

@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             print(f"started from the weights of {args.init}")
     if dist.is_main:
         write_config(cfg, out / "config.json")
+        if cfg.rollout_prob > 0 and cfg.rollout_start_step >= cfg.steps:
+            print(f"note: rollouts start at step {cfg.rollout_start_step}, after this run's {cfg.steps} steps: it trains without them")
     log = RunLog(out, enabled=dist.is_main, start_step=trainer.step)
 
     params = sum(p.numel() for p in trainer.model.parameters())
