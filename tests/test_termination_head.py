@@ -29,6 +29,20 @@ def test_the_logit_shift_puts_the_decision_where_it_catches_ends_best():
         best_logit_shift(probs, np.zeros(4, bool))
 
 
+def test_a_recall_floor_moves_the_decision_to_catch_more_ends():
+    # Ends read 0.3 and 0.01, other transitions 0.2, 0.1, 0.05 and 0.04. F1 alone catches the 0.3
+    # end only (shift in (0.85, 1.39], F1 0.67, recall 0.5); catching both ends needs a shift
+    # above 4.60, where every false one fires too (F1 0.5).
+    probs = np.array([0.3, 0.01, 0.2, 0.1, 0.05, 0.04])
+    ended = np.array([True, True, False, False, False, False])
+    shift, f1 = best_logit_shift(probs, ended)
+    assert 0.85 < shift <= 1.39 and f1 == pytest.approx(2 / 3)
+    shift, f1 = best_logit_shift(probs, ended, min_recall=0.6)
+    assert 4.60 < shift <= 4.75 and f1 == pytest.approx(0.5)
+    # a floor no shift can meet keeps the F1-best decision
+    assert best_logit_shift(probs, ended, min_recall=1.01) == best_logit_shift(probs, ended)
+
+
 def _episodes(folder: Path, count: int, seed: int) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=48)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--min-recall", type=float, default=0.0,
+        help="only thresholds that catch this share of the held-out training ends compete (0: F1 alone)",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     world = WorldModel.load(args.ckpt)
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"{args.data}/train: {exc}") from exc
     print(f"head trained {args.steps} steps: loss {np.mean(losses[-50:]):.3f} "
           f"(a head that cannot tell ends apart: {prior_entropy():.3f})")
-    shift, f1 = best_logit_shift(*validation_readings(world, validation))
+    shift, f1 = best_logit_shift(*validation_readings(world, validation), min_recall=args.min_recall)
     with torch.no_grad():
         world.far.heads.termination[-1].bias += shift
     print(f"logit shift {shift:+.2f}: F1 {f1:.3f} on {len(validation)} held-out training episodes")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tqdm(unit="frame", desc="test") as bar:
         report = evaluate_heads(world, f"{args.data}/test", bar=bar)
     tuning = {
-        "episodes": len(fit), "steps": args.steps, "logit_shift": shift,
+        "episodes": len(fit), "steps": args.steps, "min_recall": args.min_recall, "logit_shift": shift,
         "validation_episodes": len(validation), "validation_f1": f1,
         "test_precision": report.termination_precision, "test_recall": report.termination_recall,
     }  # fmt: skip

@@ -103,17 +103,24 @@ def fit_termination_head(
     return losses
 
 
-def best_logit_shift(probs: np.ndarray, ended: np.ndarray) -> tuple[float, float]:
+def best_logit_shift(probs: np.ndarray, ended: np.ndarray, min_recall: float = 0.0) -> tuple[float, float]:
     """The shift s of the head's logit that maximizes F1 of the decision p > 0.5 on these
-    readings (p = sigmoid(logit + s)), and that F1. Ties go to the smallest shift."""
+    readings (p = sigmoid(logit + s)), and that F1. Ties go to the smallest shift.
+
+    With ``min_recall`` only the shifts that catch at least that share of the ends compete: an
+    agent that never sees its imagined episode end learns nothing about dying, so a world may
+    rather raise a few false ends than miss half the real ones. Where no shift reaches it, the
+    F1-best shift is kept."""
     if not ended.any():
         raise ValueError("no episode ends among these readings: no threshold can be chosen")
     logits = np.log(np.clip(probs, 1e-12, 1.0)) - np.log(np.clip(1.0 - probs, 1e-12, 1.0))
-    best = (0.0, -1.0)
+    best, best_with_recall = (0.0, -1.0), (0.0, -1.0)
     for shift in np.round(np.arange(-10.0, 10.01, 0.25), 2):
         said = logits + shift > 0
         hits = float((said & ended).sum())
         f1 = 2 * hits / max(float(said.sum() + ended.sum()), 1.0)
         if f1 > best[1]:
             best = (float(shift), f1)
-    return best
+        if hits >= min_recall * float(ended.sum()) and f1 > best_with_recall[1]:
+            best_with_recall = (float(shift), f1)
+    return best_with_recall if best_with_recall[1] > 0 else best
