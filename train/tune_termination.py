@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
         help="only thresholds that catch this share of the held-out training ends compete (0: F1 alone)",
     )  # fmt: skip
     args = p.parse_args(argv)
+    if not 0.0 <= args.min_recall <= 1.0:
+        p.error(f"--min-recall is a share of the ends, in [0, 1]; got {args.min_recall}")
 
     world = WorldModel.load(args.ckpt)
     train = [e for _, e in iter_episodes(f"{args.data}/train")]
