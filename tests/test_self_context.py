@@ -107,3 +107,23 @@ def test_last_frame_rows_denoise_only_their_last_frame(one_thread):
     no_row = torch.zeros(2, dtype=torch.bool)
     assert torch.equal(flow(latents, no_row), flow(latents, None))
     assert not torch.allclose(flow(latents, no_row), flow(changed_before_last, no_row))
+
+
+def test_heads_learn_only_from_frames_shown_as_they_truly_are(one_thread):
+    model, latents, actions = _model_and_clip(clean_context_prob=0.0)
+    ends = torch.zeros(2, 7, dtype=torch.bool)
+    every_row = torch.ones(2, dtype=torch.bool)  # all frames but the last are clean context
+    shown = latents.clone()
+    shown[:, 4] += 0.5  # the model's own frame 4, as a rollout would show it
+
+    def reward_loss(rewards):
+        generator = torch.Generator().manual_seed(1)
+        return model.training_loss(latents, actions, rewards, ends, generator, shown, every_row)["reward"]
+
+    rewards = torch.zeros(2, 7)
+    relabelled_own = rewards.clone()
+    relabelled_own[:, 4] = 5.0
+    assert torch.equal(reward_loss(rewards), reward_loss(relabelled_own))
+    relabelled_true = rewards.clone()
+    relabelled_true[:, 5] = 5.0
+    assert not torch.allclose(reward_loss(rewards), reward_loss(relabelled_true))

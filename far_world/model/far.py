@@ -225,7 +225,8 @@ class FARModel(nn.Module):
         none); rewards (B,F) float and terminated (B,F) bool of the transition into frame t.
         Every random draw comes from ``generator`` when given. ``context_latents`` (B,F,C,h,w):
         what frames given as clean context show instead of the truth (the model's own estimates,
-        for drift control); denoised frames and their targets always use ``latents``.
+        for drift control); denoised frames and their targets always use ``latents``, and the
+        heads learn only from frames shown as they truly are.
         ``last_frame_rows`` (B,) bool: rows laid out as at play time, every frame but the last
         given as clean context and only the last denoised (with ``own_rollouts``' context).
         Returns {"loss": weighted sum to backward, "flow", "reward", "termination": detached}.
@@ -265,8 +266,14 @@ class FARModel(nn.Module):
         flow = (per_frame * denoised).sum() / denoised.sum().clamp_min(1.0)
         # The heads learn from every short-term frame, noisy ones weighted by how much of the
         # frame is left (1 - s): at inference they read the finished frame as clean context.
+        # A clean frame shown as the model's own (a rollout, an estimate) is left out: its label
+        # belongs to the true frame, and a generated frame need not show it (doom's health digits
+        # do not count down in free play), so learning from it teaches the heads to guess.
         reward, termination_logit = self.heads(features)
         weight = torch.where(clean[:, n_long:], torch.ones_like(s[:, n_long:]), 1 - s[:, n_long:])
+        if context_latents is not None:
+            untrue = (shown != x0).flatten(2).any(dim=2) & clean
+            weight = weight * (~untrue[:, n_long:]).float()
         reward_loss, termination_loss = head_losses(
             reward, termination_logit, rewards[:, n_long:].to(device), terminated[:, n_long:].to(device), weight,
             cfg.termination_pos_weight,
