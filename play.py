@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=float, default=15.0, help="frame rate cap of the window (and of videos)")
     p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
     p.add_argument("--sampling-steps", type=int, default=None, help="Euler steps per frame (default: checkpoint's)")
+    p.add_argument(
+        "--guidance", type=float, default=None,
+        help="action guidance weight (default: checkpoint's; above 1 the keys bite harder, at about 0.6x the speed)",
+    )
     p.add_argument("--steps", dest="deprecated_steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--context", default="prompts", help="'prompts' or a folder of episodes to start from")
     p.add_argument("--seed", type=int, default=0, help="seed of the world (prompt choice and sampling noise)")
@@ -72,6 +76,7 @@ class HUD:
     frame_index: int = 0
     context_length: int = 0
     sampling_steps: int = 0
+    guidance: float = 1.0
     controller: str = "human"
     paused: bool = False
     recording: bool = False
@@ -89,7 +94,9 @@ def draw(pygame, screen, font, panels: list[tuple[str, np.ndarray]], hud: HUD, l
         x += w * scale
     status = (
         f"{hud.fps:5.1f} fps  frame {hud.frame_index}  context {hud.context_length}  "
-        f"steps {hud.sampling_steps}  {hud.controller}"
+        f"steps {hud.sampling_steps}  "
+        + (f"guidance {hud.guidance:g}  " if hud.guidance != 1.0 else "")
+        + hud.controller
         + ("  PAUSED" if hud.paused else "")
         + ("  REC" if hud.recording else "")
     )
@@ -187,7 +194,9 @@ def open_worlds(args: argparse.Namespace) -> Worlds:
     from far_world.world import WorldModel
 
     world = WorldModel.load(args.ckpt, device=args.device, batch_size=1)
-    env = FARWorldEnv(world_model=world, context=args.context, sampling_steps=args.sampling_steps, timing=True)
+    env = FARWorldEnv(
+        world_model=world, context=args.context, sampling_steps=args.sampling_steps, guidance=args.guidance, timing=True
+    )
     real_env = None
     if args.side_by_side:
         from far_world.envs.real import make_real_world
@@ -283,7 +292,7 @@ class Screen:
         hud.fps, self.last_time = (0.9 * hud.fps + 0.1 * rate if hud.fps else rate), now
         hud.frame_index = worlds.info.get("frame_index", 0)
         hud.context_length = worlds.info.get("context_length", 0)
-        hud.sampling_steps, hud.controller = self.world.sampling_steps, controls.controller
+        hud.sampling_steps, hud.guidance, hud.controller = self.world.sampling_steps, self.world.guidance, controls.controller
         hud.paused, hud.recording = not stepped, self.video is not None
         draw(self.pygame, self.surface, self.font, worlds.panels(), hud, self.keymap.legend(), self.args.scale)
         if self.video is not None and stepped:

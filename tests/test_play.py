@@ -130,6 +130,15 @@ def test_sampling_steps_flag_and_its_deprecated_alias():
         assert play.parse_args(["--steps", "2"]).sampling_steps == 2
 
 
+def test_guidance_flag_reaches_the_world(tiny_ckpt):
+    assert play.parse_args([]).guidance is None  # the checkpoint's default
+    worlds = play.open_worlds(play.parse_args(["--ckpt", tiny_ckpt, "--headless", "--guidance", "1.5"]))
+    try:
+        assert worlds.env.world.guidance == 1.5
+    finally:
+        worlds.close()
+
+
 @pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no released default checkpoint")
 def test_default_world_video_follows_actions(tmp_path):
     """300 headless frames of the released world; from the same start, other actions give another video."""
