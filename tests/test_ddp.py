@@ -5,6 +5,7 @@ takes one training step's gradients on each rank and rank 0 saves them.
 """
 
 import argparse
+import gc
 import json
 import shutil
 import subprocess
@@ -70,6 +71,8 @@ def rank_main() -> None:
     grads = gradients(trainer)
     if dist.is_main:
         torch.save({"grads": grads, "world_size": dist.world_size, "loss": losses["loss"]}, args.out)
+    del trainer  # its DDP reducer must not outlive the process group (shutdown_distributed)
+    gc.collect()
     shutdown_distributed()
 
 

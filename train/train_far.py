@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if stop:
         print(f"stopped at step {trainer.step} of {cfg.steps}; saved {state_path}: the same command continues the run")
         log.close()
+        del trainer  # its DDP reducer must not outlive the process group (shutdown_distributed)
         shutdown_distributed()
         return None
 
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {out / 'world.pt'} (final loss {summary['final_loss']:.4f})")
     log.close()
+    del trainer  # its DDP reducer must not outlive the process group (shutdown_distributed)
     shutdown_distributed()
     return summary
 

@@ -56,7 +56,9 @@ def shutdown_distributed() -> None:
     A rank that finished early and closed its gloo connections while a peer was still in its
     last collective made that peer abort at shutdown ("terminate called without an active
     exception"). gloo's barrier completes only after every collective issued before it, on
-    every rank, so after it no connection is still needed.
+    every rank, so after it no connection is still needed. Callers drop their DDP-wrapped
+    modules first: a DDP reducer left alive holds the process group until interpreter exit,
+    where its gloo threads are torn down in no set order.
     """
     if dist.is_initialized():
         dist.barrier()
