@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling-steps", type=int, default=None, help="Euler steps per frame (default: checkpoint's)")
     p.add_argument(
         "--guidance", type=float, default=None,
-        help="action guidance weight (default: checkpoint's; above 1 the keys bite harder, at about 0.6x the speed)",
+        help="action guidance weight (default: checkpoint's; above 1 the keys bite harder, at a speed cost that "
+        "depends on the checkpoint's guidance scope, docs/RESULTS.md)",
     )
     p.add_argument("--steps", dest="deprecated_steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--context", default="prompts", help="'prompts' or a folder of episodes to start from")

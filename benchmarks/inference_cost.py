@@ -111,7 +111,7 @@ def uncached_ms(world: WorldModel, length: int, batch: int) -> float:
     actions = torch.randint(0, cfg.action_nvec[0], (batch, length))
     timesteps = torch.full((batch, length), -1.0)
     timesteps[:, -1] = 0.5
-    passes = world.sampling_steps * (1 if world.guidance == 1.0 else 2)
+    passes = world.sampling_steps + world.settings.guided_step_count
     slope = world.settings.flex_rope_slope
     with torch.no_grad():
         world.far.velocity(latents, actions, timesteps, flex_rope_slope=slope)  # warm-up

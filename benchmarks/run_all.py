@@ -33,6 +33,7 @@ COMMANDS: dict[str, list[str]] = {
     "train_speed": [],
     "inference_cost": [],
     "shape_speed": [],
+    "guidance_cost": ["--ckpt", "minecraft"],
 }
 QUICK_COMMANDS: dict[str, list[str]] = {
     "collect_speed": ["--worlds", "doom", "--workers", "1"],
@@ -40,6 +41,7 @@ QUICK_COMMANDS: dict[str, list[str]] = {
     "train_speed": ["--presets", "tiny", "--steps", "2"],
     "inference_cost": ["--preset", "tiny", "--lengths", "16,64", "--steps", "3"],
     "shape_speed": ["--steps", "20", "--vector", "4", "--shapes", "depth=6 width=256 heads=4"],
+    "guidance_cost": ["--steps", "10", "--rounds", "1", "--vector", "4"],
 }
 
 

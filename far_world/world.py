@@ -138,6 +138,8 @@ class WorldModel:
         self,
         sampling_steps: int | None = None,
         guidance: float | None = None,
+        guidance_scope: str | None = None,
+        guided_steps: int | None = None,
         flex_rope_slope: float | None = None,
         context_noise: float | None = None,
         time_shift: float | None = None,
@@ -145,8 +147,8 @@ class WorldModel:
     ) -> SamplingSettings:
         """Change sampling settings (``None`` keeps a value); returns the new settings."""
         self.settings = self.settings.replace(
-            steps=sampling_steps, guidance=guidance, flex_rope_slope=flex_rope_slope, context_noise=context_noise,
-            time_shift=time_shift, start_time=start_time,
+            steps=sampling_steps, guidance=guidance, guidance_scope=guidance_scope, guided_steps=guided_steps,
+            flex_rope_slope=flex_rope_slope, context_noise=context_noise, time_shift=time_shift, start_time=start_time,
         )
         return self.settings
 

@@ -16,14 +16,19 @@ def random_model(**overrides) -> FARModel:
     return random_far_model(**{"short_window": 3, **overrides})
 
 
-def settings(steps=4, guidance=1.0, slope=0.0):
-    return SamplingSettings(steps=steps, guidance=guidance, flex_rope_slope=slope)
+def settings(steps=4, guidance=1.0, slope=0.0, scope="all", guided_steps=None):
+    return SamplingSettings(
+        steps=steps, guidance=guidance, flex_rope_slope=slope, guidance_scope=scope, guided_steps=guided_steps
+    )
 
 
-def reference_rollout(model, latents, actions, next_actions, noises, steps, guidance, slope=0.0):
+def reference_rollout(
+    model, latents, actions, next_actions, noises, steps, guidance, slope=0.0, scope="all", guided_steps=None
+):
     """One world by full recomputation: every Euler step runs the whole sequence uncached.
 
-    latents (T,C,h,w), actions (T,) context; next_actions (N,), noises (N,C,h,w).
+    latents (T,C,h,w), actions (T,) context; next_actions (N,), noises (N,C,h,w); the
+    unconditional row has the null action everywhere (scope "all") or into the new frame only.
     Returns latents (N,C,h,w), rewards (N,), termination probabilities (N,).
     """
     null = int(model.null_action)
@@ -37,12 +42,15 @@ def reference_rollout(model, latents, actions, next_actions, noises, steps, guid
                 rows = x.shape[0]
                 lat = torch.cat([seq.expand(rows, *seq.shape[1:]), x[:, None]], dim=1)
                 act = acts.expand(rows, -1).clone()
-                act[1:] = null  # the unconditional row: the null action everywhere
+                if scope == "all":
+                    act[1:] = null
+                else:
+                    act[1:, -1] = null
                 ts = torch.full(act.shape, CONTEXT)
                 ts[:, -1] = s
                 return model.velocity(lat, act, ts, flex_rope_slope=slope)[:, -1]
 
-            x = sample_euler(velocity, noise[None], steps, guidance)
+            x = sample_euler(velocity, noise[None], steps, guidance, guided_steps=guided_steps)
             seq = torch.cat([seq, x[:, None]], dim=1)
             # The heads read the new frame as clean context one frame before the end of the
             # short window (where the cache's re-encoding sees it): a placeholder frame after it
@@ -63,13 +71,16 @@ def _clip(g, batch, frames, cfg):
 
 
 @pytest.mark.parametrize(
-    "guidance, slope, token_conditioning, prediction",
-    [(1.0, 0.0, False, "velocity"), (2.0, 0.0, False, "velocity"), (1.0, 0.3, False, "velocity"),
-     (2.0, 0.0, True, "velocity"), (2.0, 0.0, False, "clean")],
+    "guidance, slope, token_conditioning, prediction, scope, guided_steps",
+    [(1.0, 0.0, False, "velocity", "all", None), (2.0, 0.0, False, "velocity", "all", None),
+     (1.0, 0.3, False, "velocity", "all", None), (2.0, 0.0, True, "velocity", "all", None),
+     (2.0, 0.0, False, "clean", "all", None), (2.0, 0.3, False, "velocity", "frame", None),
+     (2.0, 0.0, True, "velocity", "frame", None), (2.0, 0.3, False, "velocity", "frame", 1),
+     (2.0, 0.0, False, "velocity", "all", 2)],
 )  # fmt: skip
-def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning, prediction):
+def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning, prediction, scope, guided_steps):
     model = random_model(token_conditioning=token_conditioning, prediction=prediction)
-    sampler, drawn = CachedSampler(model), settings(3, guidance, slope)
+    sampler, drawn = CachedSampler(model), settings(3, guidance, slope, scope, guided_steps)
     cfg = model.cfg
     g = torch.Generator().manual_seed(1)
     context, context_actions = _clip(g, 2, 2, cfg)
@@ -83,7 +94,9 @@ def test_cached_generation_equals_full_recomputation(guidance, slope, token_cond
     assert int(state.long_count.max()) == 2 + n - (cfg.short_window - 1)
 
     for row in range(2):
-        ref = reference_rollout(model, context[row], context_actions[row], actions[row], noises[row], 3, guidance, slope)
+        ref = reference_rollout(
+            model, context[row], context_actions[row], actions[row], noises[row], 3, guidance, slope, scope, guided_steps
+        )
         got = (torch.stack([o.latents[row] for o in outs]), torch.stack([o.reward[row] for o in outs]))
         assert (got[0] - ref[0]).abs().max() < ATOL
         assert (got[1] - ref[1]).abs().max() < ATOL
@@ -121,22 +134,23 @@ def test_switching_guidance_mid_rollout_rebuilds_the_unconditional_branch():
     model = random_model()
     cfg = model.cfg
     g = torch.Generator().manual_seed(3)
+    n = 8
     context, context_actions = _clip(g, 1, 3, cfg)
-    actions = torch.randint(0, cfg.action_nvec[0], (1, 6), generator=g)
-    noises = torch.randn(1, 6, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
-    guidances = [1.0, 1.0, 2.0, 2.0, 1.0, 2.0]
+    actions = torch.randint(0, cfg.action_nvec[0], (1, n), generator=g)
+    noises = torch.randn(1, n, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g)
+    schedule = [(1.0, "all"), (1.0, "all"), (2.0, "all"), (2.0, "all"), (1.0, "all"), (2.0, "all"), (2.0, "frame"), (2.0, "all")]
 
     sampler = CachedSampler(model)
     state = sampler.new_cache(1)
     sampler.prefill(state, context, context_actions, settings(2))
     got = []
-    for i, w in enumerate(guidances):
-        got.append(sampler.generate(state, actions[:, i], settings(2, w), noise=noises[:, i]).latents[0])
-        assert state.branches == (1 if w == 1.0 else 2)
+    for i, (w, scope) in enumerate(schedule):
+        got.append(sampler.generate(state, actions[:, i], settings(2, w, scope=scope), noise=noises[:, i]).latents[0])
+        assert state.branches == (2 if w != 1.0 and scope == "all" else 1)  # "frame" keeps no branch of its own
 
     seq, acts = context[0], context_actions[0]
-    for i, w in enumerate(guidances):
-        ref, _, _ = reference_rollout(model, seq, acts, actions[0, i : i + 1], noises[0, i : i + 1], 2, w)
+    for i, (w, scope) in enumerate(schedule):
+        ref, _, _ = reference_rollout(model, seq, acts, actions[0, i : i + 1], noises[0, i : i + 1], 2, w, scope=scope)
         assert (got[i] - ref[0]).abs().max() < ATOL
         seq, acts = torch.cat([seq, got[i][None]]), torch.cat([acts, actions[0, i : i + 1]])
 

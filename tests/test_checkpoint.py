@@ -294,9 +294,13 @@ def test_release_script_stores_the_inference_defaults_worlds_start_from(tmp_path
         sys.path.pop(0)
     make_tiny_world_checkpoint(tmp_path / "run.pt")
     assert WorldModel.load(tmp_path / "run.pt").sampling_steps == 4  # nothing stored: the built-in default
-    release.main([str(tmp_path / "run.pt"), str(tmp_path / "out.pt"), "--sampling-steps", "2", "--guidance", "1.5"])
+    release.main([
+        str(tmp_path / "run.pt"), str(tmp_path / "out.pt"), "--sampling-steps", "2", "--guidance", "1.5",
+        "--guidance-scope", "frame", "--guided-steps", "1",
+    ])  # fmt: skip
     world = WorldModel.load(tmp_path / "out.pt")
     assert (world.sampling_steps, world.guidance) == (2, 1.5)
+    assert (world.settings.guidance_scope, world.settings.guided_steps) == ("frame", 1)
     with pytest.raises(SystemExit):
         release.main([str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), "--sampling-steps", "0"])
 

@@ -165,6 +165,11 @@ def test_euler_sampler_is_exact_on_a_straight_flow():
     # With guidance 2 the conditional velocity counts double: x ends at 2 x0 - noise.
     assert torch.allclose(sample_euler(velocity, noise, 1, 2.0), 2 * x0 - noise, atol=1e-5)
     assert calls == [6]
+    calls.clear()
+    # Guidance on the first of two steps only: the second runs the conditional rows alone and,
+    # the flow being straight, lands from wherever the first step left x onto x0.
+    assert torch.allclose(sample_euler(velocity, noise, 2, 2.0, guided_steps=1), x0, atol=1e-5)
+    assert calls == [6, 3]
 
 
 def test_head_losses_weight_frames():

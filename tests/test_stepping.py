@@ -114,9 +114,11 @@ def test_sampling_settings_are_checked_values():
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.steps = 5
     for bad in (dict(steps=0), dict(steps=2.5), dict(flex_rope_slope=-0.1), dict(context_noise=1.0), dict(time_shift=0.0),
-                dict(start_time=0.0), dict(start_time=1.5)):
+                dict(start_time=0.0), dict(start_time=1.5), dict(guidance_scope="context")):
         with pytest.raises(ValueError):
             SamplingSettings(**bad)
+    assert (settings.guided_step_count, settings.replace(guided_steps=1).guided_step_count) == (3, 1)
+    assert settings.replace(guidance=1.0).guided_step_count == 0
     stored = SamplingSettings.from_dict({"sampling_steps": 2, "guidance": 1.5, "unknown": 1})
     assert (stored.steps, stored.guidance) == (2, 1.5) and SamplingSettings.from_dict(stored.to_dict()) == stored
 

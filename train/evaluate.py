@@ -41,6 +41,7 @@ from far_world.evaluation.report import markdown_report, save_plots
 from far_world.evaluation.suite import PROTOCOLS, QUICK, DataSplits, EvalConfig, Evaluation
 from far_world.evaluation.video_metrics import load_metric_nets
 from far_world.hardware import describe_hardware
+from far_world.model.sampler import GUIDANCE_SCOPES
 from far_world.world import WorldModel
 
 
@@ -62,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampling-steps", type=int, default=None, help="Euler steps per frame (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
+    p.add_argument("--guidance-scope", choices=GUIDANCE_SCOPES, default=None,
+                   help="actions the unconditional branch drops: 'all', or the new frame's only (default: the checkpoint's)")
+    p.add_argument("--guided-steps", type=int, default=None,
+                   help="guide the first N Euler steps only (default: the checkpoint's; all if it has none)")
     p.add_argument(
         "--context-noise", type=float, default=None, help="inference context noise, a flow time in [0, 1) (default: the checkpoint's)"
     )
@@ -102,8 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     world = WorldModel.load(args.ckpt, device=args.device)
     check_same_actions(args.data, world.action_names, world.action_space_spec)
     world.configure(
-        sampling_steps=args.sampling_steps, guidance=args.guidance, context_noise=args.context_noise,
-        time_shift=args.time_shift, start_time=args.start_time,
+        sampling_steps=args.sampling_steps, guidance=args.guidance, guidance_scope=args.guidance_scope,
+        guided_steps=args.guided_steps, context_noise=args.context_noise, time_shift=args.time_shift,
+        start_time=args.start_time,
     )
     nets = load_metric_nets(args.i3d_weights, args.lpips_weights, args.device)
     print(nets.missing() or f"FVD: {nets.i3d_name}; ST-LPIPS: shift-tolerant AlexNet (stlpips-pytorch weights)")

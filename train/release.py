@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from far_world.checkpoint import load_world_checkpoint, save_world_checkpoint, with_half_precision_weights
-from far_world.model.sampler import SamplingSettings
+from far_world.model.sampler import GUIDANCE_SCOPES, SamplingSettings
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -19,13 +19,17 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("target", help="where to write the released file")
     parser.add_argument("--sampling-steps", type=int, default=None, help="default Euler steps a frame")
     parser.add_argument("--guidance", type=float, default=None, help="default action guidance weight")
+    parser.add_argument("--guidance-scope", choices=GUIDANCE_SCOPES, default=None,
+                        help="default actions the unconditional branch drops ('all', or the new frame's only)")
+    parser.add_argument("--guided-steps", type=int, default=None, help="default: guide the first N Euler steps only")
     parser.add_argument("--flex-rope-slope", type=float, default=None, help="default FlexRoPE slope")
     parser.add_argument("--context-noise", type=float, default=None, help="default inference context noise (flow time)")
     parser.add_argument("--time-shift", type=float, default=None, help="default warp of the Euler grid (< 1: finer near the clean end)")
     parser.add_argument("--start-time", type=float, default=None, help="default flow time sampling starts from (< 1: warm start)")
     args = parser.parse_args(argv)
     chosen = {
-        "sampling_steps": args.sampling_steps, "guidance": args.guidance,
+        "sampling_steps": args.sampling_steps, "guidance": args.guidance, "guidance_scope": args.guidance_scope,
+        "guided_steps": args.guided_steps,
         "flex_rope_slope": args.flex_rope_slope, "context_noise": args.context_noise, "time_shift": args.time_shift,
         "start_time": args.start_time,
     }  # fmt: skip

@@ -212,6 +212,12 @@ SECTIONS = {
 }
 
 
+def _guidance_detail(sampling: dict) -> str:
+    """Which branch guidance drops and on which Euler steps (older metrics files lack both)."""
+    steps = sampling.get("guided_steps")
+    return f"scope {sampling.get('guidance_scope', 'all')}, " + ("every step" if steps is None else f"first {steps} steps")
+
+
 def markdown_report(metrics: dict) -> str:
     """The Markdown page of a metrics dict (train/evaluate.py's results.md)."""
     s = metrics["settings"]
@@ -219,7 +225,7 @@ def markdown_report(metrics: dict) -> str:
     parts = [
         f"# Evaluation of `{metrics['checkpoint']}`",
         f"Data: `{s['data']['test']}`. Sampling: {sampling['sampling_steps']} Euler steps, guidance "
-        f"{sampling['guidance']}, FlexRoPE slope {sampling['flex_rope_slope']}. FVD: "
+        f"{sampling['guidance']} ({_guidance_detail(sampling)}), FlexRoPE slope {sampling['flex_rope_slope']}. FVD: "
         f"{'on' if s['fvd'] else 'off (the metrics extra)'}; ST-LPIPS: "
         f"{'on' if s.get('st_lpips') else 'off (the metrics extra)'}; LPIPS: {'on' if s['lpips'] else 'off (no weights)'}.",
     ]

@@ -102,38 +102,50 @@ class CachedSampler:
 
         actions (B,) or (B,K): the action into the new frame; ``settings.steps`` Euler steps from
         s = 1 to 0; guidance w: v_u + w (v_c - v_u), the unconditional branch with the null action
-        everywhere (kept in the cache while w != 1, rebuilt from the held frames when w leaves 1).
+        into the new frame, and with ``guidance_scope`` "all" everywhere (that branch's context then
+        kept in the cache while w != 1, rebuilt from the held frames when w leaves 1).
         noise (B,C,h,w): the noise, drawn from ``generator`` if None; with ``settings.start_time``
         s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise.
         """
         model, cfg, device, b = self.model, self.cfg, cache.device, cache.batch_size
         actions = model._action_components(actions.to(device), 1)
-        self._set_branches(cache, 1 if settings.guidance == 1.0 else 2, settings)
+        guided = settings.guidance != 1.0
+        self._set_branches(cache, 2 if guided and settings.guidance_scope == "all" else 1, settings)
         if noise is None:
             noise = model._draw(torch.randn, (b, cfg.latent_channels, cfg.latent_size, cfg.latent_size), device, generator)
-        rows = cache.branches * b
+        branches = 2 if guided else 1
+        rows = branches * b
         slopes = flex_rope_slopes(settings.flex_rope_slope, cfg.heads, device)
 
         base = cache.base()
         past, key_pos, key_valid = self._context_keys(cache, base, with_short=True)
-        new_pos = (cache.next_frame - base)[:, None].repeat(cache.branches, 1)
+        if branches > cache.branches:  # guidance_scope "frame": both branches read one context
+            past = [(k.repeat(branches, 1, 1, 1), v.repeat(branches, 1, 1, 1)) for k, v in past]
+            key_pos, key_valid = key_pos.repeat(branches, 1), key_valid.repeat(branches, 1)
+        new_pos = (cache.next_frame - base)[:, None].repeat(branches, 1)
         present = torch.ones_like(new_pos, dtype=torch.bool)
         rope, mask = self.layout.attention(new_pos[:, :0], new_pos, slopes, present[:, :0], present, key_pos, key_valid)
-        step_actions = self._branch_actions(cache, actions[:, None])
+        step_actions = actions[:, None]
+        if guided:
+            step_actions = torch.cat([step_actions, cache.null_actions(tuple(step_actions.shape[:-1]))])
         no_long = noise.new_zeros(rows, 0, *noise.shape[1:])
 
         def velocity(x: Tensor, s: float) -> Tensor:
-            t = torch.full((rows, 1), s, device=device)
+            # B rows on an unguided step (``guided_steps``): the conditional branch, stacked first.
+            n = x.shape[0]
+            t = torch.full((n, 1), s, device=device)
+            layers = past if n == rows else [(k[:n], v[:n]) for k, v in past]
             with model._autocast(device):
-                cond = F.silu(model.conditioner(t, t, step_actions))
-                x_short, _ = model._trunk(no_long, x[:, None], cond, rope, mask, past)
+                cond = F.silu(model.conditioner(t, t, step_actions[:n]))
+                x_short, _ = model._trunk(no_long[:n], x[:, None], cond, (rope[0][:n], rope[1][:n]), mask[:n], layers)
                 return model._velocity(x_short, cond, x[:, None], t)[:, 0].float()
 
         start = noise.to(device, torch.float32)
         if settings.start_time < 1.0:
             start = (1 - settings.start_time) * cache.short_latents[:, -1] + settings.start_time * start
         latent = sample_euler(
-            velocity, start, settings.steps, settings.guidance, settings.time_shift, settings.start_time
+            velocity, start, settings.steps, settings.guidance, settings.time_shift, settings.start_time,
+            settings.guided_steps,
         )
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
         features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes)

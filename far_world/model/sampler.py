@@ -16,6 +16,14 @@ import torch
 from torch import Tensor
 
 
+GUIDANCE_SCOPES = ("all", "frame")
+
+
+def _is_count(value: Any) -> bool:
+    """An integer >= 1, given as an int or an integral float (not a bool)."""
+    return not isinstance(value, bool) and int(value) == value and value >= 1
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How frames are drawn, passed to every generation call (a value: callers never share state).
@@ -33,6 +41,14 @@ class SamplingSettings:
     trained; s0 < 1 starts from the row's last context frame noised to s0 (SDEdit's warm
     start), so that what the noise leaves of that frame (its colours, its layout) anchors the
     next one, a drift-control knob that can also hold back motion. The grid is scaled to [0, s0].
+    guidance_scope: what the unconditional branch drops. "all": the action of every frame, context
+    included, so that branch keeps its own cache and every context pass runs twice. "frame": the
+    new frame's action only, the context shared with the conditional branch, so only the Euler
+    passes run twice; it asks "what does this key change here", and training met it, since
+    action dropout drops single frames' actions.
+    guided_steps: guidance on the first n Euler steps only (None: all), where the noise is high
+    and a frame's layout, and so the motion a key asks for, is decided; the later steps, which
+    refine detail, then run one branch at the unguided cost.
     """
 
     steps: int = 4
@@ -41,10 +57,16 @@ class SamplingSettings:
     context_noise: float = 0.0
     time_shift: float = 1.0
     start_time: float = 1.0
+    guidance_scope: str = "all"
+    guided_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+        if not _is_count(self.steps):
             raise ValueError(f"sampling steps must be an integer >= 1, got {self.steps!r}")
+        if self.guided_steps is not None and not _is_count(self.guided_steps):
+            raise ValueError(f"guided_steps must be an integer >= 1 or None, got {self.guided_steps!r}")
+        if self.guidance_scope not in GUIDANCE_SCOPES:
+            raise ValueError(f"guidance_scope must be one of {GUIDANCE_SCOPES}, got {self.guidance_scope!r}")
         slope = self.flex_rope_slope
         slope = tuple(float(s) for s in slope) if isinstance(slope, Sequence) else float(slope)
         if min(slope if isinstance(slope, tuple) else (slope,), default=0.0) < 0:
@@ -62,6 +84,14 @@ class SamplingSettings:
         object.__setattr__(self, "context_noise", float(self.context_noise))
         object.__setattr__(self, "time_shift", float(self.time_shift))
         object.__setattr__(self, "start_time", float(self.start_time))
+        object.__setattr__(self, "guided_steps", None if self.guided_steps is None else int(self.guided_steps))
+
+    @property
+    def guided_step_count(self) -> int:
+        """Euler steps a frame that also run the unconditional branch (0 without guidance)."""
+        if self.guidance == 1.0:
+            return 0
+        return self.steps if self.guided_steps is None else min(self.guided_steps, self.steps)
 
     def replace(self, **changes: Any) -> "SamplingSettings":
         """A copy with the given fields changed; ``None`` keeps a field's value."""
@@ -102,18 +132,19 @@ def sample_euler(
     guidance: float,
     time_shift: float = 1.0,
     start_time: float = 1.0,
+    guided_steps: int | None = None,
 ) -> Tensor:
     """Integrate from ``noise`` (B,...) at s = ``start_time`` (the grid scaled to it) to s = 0.
 
     ``velocity(x, s)`` returns the model's velocity for x at flow time s. With guidance != 1 it is
     called once a step on [x ; x] (2B rows): the first B rows are read as conditioned on the
-    action, the last B as unconditional, so both branches share one batched forward pass.
+    action, the last B as unconditional, so both branches share one batched forward pass. Past
+    the first ``guided_steps`` steps (None: never) it is called on x alone, the conditional model.
     """
     times = (start_time * flow_times(steps, time_shift)).tolist()
-    guided = guidance != 1.0
     x = noise
-    for s, s_next in zip(times[:-1], times[1:]):
-        if guided:
+    for step, (s, s_next) in enumerate(zip(times[:-1], times[1:])):
+        if guidance != 1.0 and (guided_steps is None or step < guided_steps):
             v_cond, v_uncond = velocity(torch.cat([x, x]), s).chunk(2)
             v = guide(v_cond, v_uncond, guidance)
         else:
