@@ -125,9 +125,7 @@ class CachedSampler:
         new_pos = (cache.next_frame - base)[:, None].repeat(branches, 1)
         present = torch.ones_like(new_pos, dtype=torch.bool)
         rope, mask = self.layout.attention(new_pos[:, :0], new_pos, slopes, present[:, :0], present, key_pos, key_valid)
-        step_actions = actions[:, None]
-        if guided:
-            step_actions = torch.cat([step_actions, cache.null_actions(tuple(step_actions.shape[:-1]))])
+        step_actions = self._branch_actions(cache, actions[:, None], branches)
         no_long = noise.new_zeros(rows, 0, *noise.shape[1:])
 
         def velocity(x: Tensor, s: float) -> Tensor:
@@ -164,9 +162,9 @@ class CachedSampler:
         reward, termination_logit = self.model.heads(features)
         return Generation(latents, reward, torch.sigmoid(termination_logit))
 
-    def _branch_actions(self, cache: KVCache, actions: Tensor) -> Tensor:
-        """Actions (B,F,K) for the cache's rows: [actions ; null] when it holds both branches."""
-        if cache.branches == 1:
+    def _branch_actions(self, cache: KVCache, actions: Tensor, branches: int | None = None) -> Tensor:
+        """Actions (B,F,K) for ``branches`` rows of B (default: the cache's): [actions ; null] for two."""
+        if (branches or cache.branches) == 1:
             return actions
         return torch.cat([actions, cache.null_actions(tuple(actions.shape[:-1]))])
 
