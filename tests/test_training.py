@@ -202,16 +202,30 @@ def scramble_rngs() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"far.context_noise": "0.1"}, {"self_context_prob": "0.5", "rollout_prob": "0.5"}],
-    ids=["context_noise", "own_frames"],
+    "overrides",
+    [
+        {"far.context_noise": "0.1"},
+        {"self_context_prob": "0.5", "rollout_prob": "0.5"},
+        {"adversarial_weight": "0.5", "rollout_prob": "0.5", "critic_actions": "true"},
+        {"distill_prob": "0.7", "distill_substeps": "2"},  # steps 0, 2 and 4 distill
+    ],
+    ids=["context_noise", "own_frames", "adversarial", "distillation"],
 )
 def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
     _, cache = squares
     cfg = tiny_far_config(steps=6, **overrides)
-    reference = FARTrainer(cfg, tiny_clip_dataset(cache, cfg), SINGLE)
+
+    def fine_tuner() -> FARTrainer:
+        """A new run; with distillation a fine-tune from its own initial weights (the teacher)."""
+        trainer = FARTrainer(cfg, tiny_clip_dataset(cache, cfg), SINGLE)
+        if cfg.distill_prob > 0:
+            trainer.start_from({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        return trainer
+
+    reference = fine_tuner()
     ref_losses = [reference.train_step()["loss"] for _ in range(5)]
 
-    first = FARTrainer(cfg, tiny_clip_dataset(cache, cfg), SINGLE)
+    first = fine_tuner()
     for _ in range(3):
         first.train_step()
     save_training_state(tmp_path / "state.pt", first.training_state())
@@ -227,6 +241,9 @@ def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
         assert torch.allclose(resumed.model.state_dict()[name], value, atol=1e-6), name
     for name, value in reference.ema.state_dict().items():
         assert torch.allclose(resumed.ema.state_dict()[name], value, atol=1e-6), name
+    if reference.adversarial is not None:
+        for name, value in reference.adversarial.critic.state_dict().items():
+            assert torch.allclose(resumed.adversarial.critic.state_dict()[name], value, atol=1e-6), name
 
 
 def test_far_training_reduces_the_loss(squares):

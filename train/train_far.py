@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     progress = {"elapsed_s": 0.0, "tokens_seen": 0}
     if state_path.is_file():
         state = load_training_state(state_path)
-        check_resumable(state.config, cfg.to_dict())
+        # Through the config class: fields added since the run started compare at their defaults.
+        check_resumable(FARTrainConfig.from_dict(state.config).to_dict(), cfg.to_dict())
         trainer.load_training_state(state)
         progress.update({k: state.extra[k] for k in progress if k in state.extra})
         if dist.is_main:
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         trainer.start_from(initial_weights(Path(args.init), ae))
         if dist.is_main:
             print(f"started from the weights of {args.init}")
+    if cfg.distill_prob > 0 and trainer.teacher is None:
+        raise SystemExit("distill_prob > 0 needs --init WORLD.pt: the teacher is the world the run starts from")
     if dist.is_main:
         write_config(cfg, out / "config.json")
         if cfg.rollout_prob > 0 and cfg.rollout_start_step >= cfg.steps:

@@ -218,6 +218,7 @@ class FARModel(nn.Module):
         generator: torch.Generator | None = None,
         context_latents: Tensor | None = None,
         last_frame_rows: Tensor | None = None,
+        keep_estimates: bool = False,
     ) -> dict[str, Tensor]:
         """Rectified-flow loss of a batch of clips, plus the reward and termination heads' losses.
 
@@ -229,7 +230,11 @@ class FARModel(nn.Module):
         heads learn only from frames shown as they truly are.
         ``last_frame_rows`` (B,) bool: rows laid out as at play time, every frame but the last
         given as clean context and only the last denoised (with ``own_rollouts``' context).
-        Returns {"loss": weighted sum to backward, "flow", "reward", "termination": detached}.
+        Returns {"loss": weighted sum to backward, "flow", "reward", "termination": detached};
+        with ``keep_estimates`` also "estimates" (B,Fs,C,h,w), the clean frames the model
+        estimates for the short window (x_s - s v, with gradient), and "denoised" (B,Fs) bool,
+        which of them were denoised (an adversarial term scores those), and "actions" (B,F,K),
+        the actions as the model was given them (action dropout applied).
         """
         cfg = self.cfg
         b, n_frames = latents.shape[:2]
@@ -256,11 +261,11 @@ class FARModel(nn.Module):
         timesteps = torch.where(clean, torch.full_like(s, CONTEXT), s)
         velocity, features = self.forward(x, actions, timesteps, context_levels=sigma)
 
+        s_short = s[:, n_long:]
+        clean_estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
         if cfg.prediction == "velocity":
             per_frame = (velocity - (eps - x0)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
         else:
-            s_short = s[:, n_long:]
-            clean_estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
             per_frame = (clean_estimate - x0[:, n_long:]).pow(2).mean(dim=(2, 3, 4)) * (0.9 * (1 - s_short) + 0.1)
         denoised = (~clean[:, n_long:]).float()
         flow = (per_frame * denoised).sum() / denoised.sum().clamp_min(1.0)
@@ -279,4 +284,7 @@ class FARModel(nn.Module):
             cfg.termination_pos_weight,
         )
         loss = flow + cfg.reward_loss_weight * reward_loss + cfg.termination_loss_weight * termination_loss
-        return {"loss": loss, "flow": flow.detach(), "reward": reward_loss.detach(), "termination": termination_loss.detach()}
+        out = {"loss": loss, "flow": flow.detach(), "reward": reward_loss.detach(), "termination": termination_loss.detach()}
+        if keep_estimates:
+            out.update(estimates=clean_estimate, denoised=~clean[:, n_long:], actions=actions)
+        return out

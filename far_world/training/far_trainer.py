@@ -19,9 +19,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from far_world.checkpoint import TrainingState, capture_rng_state, restore_rng_state
-from far_world.data.clips import ClipDataset
+from far_world.data.clips import ClipBatch, ClipDataset
 from far_world.model.far import FARModel
 from far_world.model.sampler import SamplingSettings
+from far_world.training.adversarial import AdversarialTerm, NextFramePairs, next_frame_pairs
+from far_world.training.distillation import distillation_loss, frozen_teacher
 from far_world.training.distributed import DistInfo, mean_over_ranks
 from far_world.training.ema import EMA
 from far_world.training.presets import FARTrainConfig
@@ -30,13 +32,19 @@ from far_world.training.self_context import own_estimates, own_rollouts
 
 
 class _TrainingLoss(nn.Module):
-    """Routes ``training_loss`` through ``forward``: DDP only synchronizes what its forward runs."""
+    """Routes a step's loss through ``forward``: DDP only synchronizes what its forward runs.
+
+    ``objective`` "flow" is ``FARModel.training_loss``; "distill" is ``distillation_loss``.
+    """
 
     def __init__(self, model: FARModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def forward(self, objective: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if objective == "distill":
+            loss = distillation_loss(self.model, *args, **kwargs)
+            return {"loss": loss, "distill": loss.detach()}
         return self.model.training_loss(*args, **kwargs)
 
 
@@ -51,6 +59,11 @@ def clip_length(cfg: FARTrainConfig, step: int, longest: int) -> int:
     high = min(cfg.max_clip_frames, longest)
     low = min(cfg.min_clip_frames, high)
     return int(np.random.default_rng([cfg.seed, step, 1]).integers(low, high + 1))
+
+
+def distills(cfg: FARTrainConfig, step: int) -> bool:
+    """Whether ``step`` is a distillation step (drawn with ``distill_prob``, the same on every rank)."""
+    return cfg.distill_prob > 0 and np.random.default_rng([cfg.seed, step, 2]).random() < cfg.distill_prob
 
 
 def clip_tokens(cfg: FARTrainConfig, frames: int) -> int:
@@ -105,6 +118,14 @@ class FARTrainer:
             fused=dist.device.type == "cuda",
         )  # fmt: skip
         self.ema = EMA(self.model, cfg.ema_decay)
+        # The distillation teacher: the weights the run starts from (start_from).
+        self.teacher: FARModel | None = None
+        self.adversarial = None
+        if cfg.adversarial_weight > 0:
+            self.adversarial = AdversarialTerm(
+                cfg.far.latent_channels, cfg.critic_width, cfg.critic_lr, dist.device,
+                action_nvec=cfg.far.action_nvec if cfg.critic_actions else None,
+            )  # fmt: skip
         self.step = 0
 
     def start_from(self, far_state: dict[str, torch.Tensor]) -> None:
@@ -114,6 +135,8 @@ class FARTrainer:
         except RuntimeError as exc:
             raise ValueError(f"the initial weights do not fit this run's FAR config: {exc}") from exc
         self.ema = EMA(self.model, self.cfg.ema_decay)
+        if self.cfg.distill_prob > 0:
+            self.teacher = frozen_teacher(self.model)
 
     @property
     def shards(self) -> int:
@@ -128,6 +151,9 @@ class FARTrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
+        distill = distills(cfg, self.step)
+        if distill and self.teacher is None:
+            raise ValueError("distillation needs a teacher: start the run from trained weights (--init)")
         for i in range(cfg.micro_batches):
             shard = dist.rank * cfg.micro_batches + i
             batch = self.dataset.sample_batch(cfg.batch_size, self.step, shard, self.shards, clip_len=frames)
@@ -135,24 +161,66 @@ class FARTrainer:
             last = i == cfg.micro_batches - 1
             sync = contextlib.nullcontext() if last or not dist.distributed else self.loss_module.no_sync()
             generator = shard_generator(cfg.seed, self.step, shard)
-            shown = None
-            if cfg.self_context_prob > 0:
-                shown = own_estimates(
-                    self.model, batch.frames, batch.actions, cfg.self_context_prob, cfg.self_context_max_time, generator
-                )
-            rows = None
-            if cfg.rollout_prob > 0 and frames >= 3 and self.step >= cfg.rollout_start_step:
-                shown, rows = self._with_rollouts(batch.frames, batch.actions, shown, frames, generator)
-            with sync:
-                out = self.loss_module(
-                    batch.frames, batch.actions, batch.rewards, batch.terminated,
-                    generator=generator, context_latents=shown, last_frame_rows=rows,
-                )  # fmt: skip
-                (out["loss"] / cfg.micro_batches).backward()
+            if distill:
+                out = self._distillation_backward(batch, generator, sync)
+            else:
+                out = self._flow_backward(batch, frames, generator, sync)
             for key, value in out.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / cfg.micro_batches
         totals["clip_frames"] = float(frames)
         return totals
+
+    def _distillation_backward(
+        self, batch: ClipBatch, generator: torch.Generator, sync: contextlib.AbstractContextManager
+    ) -> dict[str, torch.Tensor]:
+        """Backward one micro-batch's distillation loss; returns its losses."""
+        cfg = self.cfg
+        with sync:
+            out = self.loss_module(
+                "distill", self.teacher, batch.frames, batch.actions, cfg.distill_steps, cfg.distill_substeps,
+                generator=generator,
+            )  # fmt: skip
+            (out["loss"] / cfg.micro_batches).backward()
+        return out
+
+    def _flow_backward(
+        self, batch: ClipBatch, frames: int, generator: torch.Generator, sync: contextlib.AbstractContextManager
+    ) -> dict[str, torch.Tensor]:
+        """Backward one micro-batch's flow loss (with its drift controls and adversarial term),
+        then take the critic's step; returns the losses."""
+        cfg = self.cfg
+        shown = None
+        if cfg.self_context_prob > 0:
+            shown = own_estimates(
+                self.model, batch.frames, batch.actions, cfg.self_context_prob, cfg.self_context_max_time, generator
+            )
+        rows = None
+        if cfg.rollout_prob > 0 and frames >= 3 and self.step >= cfg.rollout_start_step:
+            shown, rows = self._with_rollouts(batch.frames, batch.actions, shown, frames, generator)
+        adversarial = self.adversarial is not None
+        with sync:
+            out = self.loss_module(
+                "flow", batch.frames, batch.actions, batch.rewards, batch.terminated,
+                generator=generator, context_latents=shown, last_frame_rows=rows, keep_estimates=adversarial,
+            )  # fmt: skip
+            loss = out["loss"]
+            if adversarial:
+                pairs = next_frame_pairs(batch.frames, out.pop("estimates"), out.pop("denoised"), out.pop("actions"))
+                loss = loss + self._adversarial_loss(pairs, out)
+            (loss / cfg.micro_batches).backward()
+        if adversarial:
+            # After the model's backward: the model is scored by the critic it was trained against.
+            out.update({k: torch.tensor(v) for k, v in self.adversarial.update(pairs).items()})
+        return out
+
+    def _adversarial_loss(self, pairs: NextFramePairs, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's adversarial loss, weighted (zero before ``adversarial_start_step``); the
+        unweighted loss is added to ``out`` for the log."""
+        assert self.adversarial is not None
+        model_loss = self.adversarial.model_loss(pairs)
+        out["adversarial"] = model_loss.detach()
+        weight = self.cfg.adversarial_weight if self.step >= self.cfg.adversarial_start_step else 0.0
+        return weight * model_loss
 
     def _with_rollouts(
         self, latents: torch.Tensor, actions: torch.Tensor, shown: torch.Tensor | None, frames: int,
@@ -202,7 +270,9 @@ class FARTrainer:
             rng=capture_rng_state(),
             config=self.cfg.to_dict(),
             ema=_to_cpu(self.ema.training_state()),
-            extra={"world_size": self.dist.world_size},
+            extra={"world_size": self.dist.world_size}
+            | ({} if self.adversarial is None else {"adversarial": _to_cpu(self.adversarial.state_dict())})
+            | ({} if self.teacher is None else {"teacher": _to_cpu(self.teacher.state_dict())}),
         )
 
     def load_training_state(self, state: TrainingState) -> None:
@@ -210,6 +280,11 @@ class FARTrainer:
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
         self.ema.load_training_state(state.ema)
+        if self.adversarial is not None:
+            self.adversarial.load_state_dict(state.extra["adversarial"])
+        if "teacher" in state.extra:
+            self.teacher = frozen_teacher(self.model)
+            self.teacher.load_state_dict(state.extra["teacher"])
         restore_rng_state(state.rng)
         self.step = int(state.step)
 

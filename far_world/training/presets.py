@@ -96,6 +96,22 @@ class FARTrainConfig:
     rollout_frames: int = 6
     rollout_steps: int = 3
     rollout_start_step: int = 0
+    # Against blur (far_world/training/adversarial.py): a critic of latent next frames, trained
+    # from the first step, and its hinge loss on the model's clean estimates added to the flow
+    # loss with this weight from adversarial_start_step on (0 = off). For fine-tuning a world.
+    adversarial_weight: float = 0.0
+    adversarial_start_step: int = 0
+    critic_width: int = 64
+    # The critic also sees the action into each frame (judging whether the frame follows from it).
+    critic_actions: bool = False
+    critic_lr: float = 1e-3
+    # Few-step distillation (far_world/training/distillation.py), for fine-tuning a world: a clip
+    # is, with probability distill_prob, laid out as at play time, and the model's velocity at a
+    # point of the distill_steps-step grid is taught to land where the starting weights land in
+    # distill_substeps smaller steps. Other clips keep the flow loss.
+    distill_prob: float = 0.0
+    distill_steps: int = 3
+    distill_substeps: int = 3
     seed: int = 0
     # Prompt clips bundled with the released checkpoint for reset (from the test split).
     num_prompts: int = 4
@@ -114,6 +130,12 @@ class FARTrainConfig:
         if not 0.0 <= self.rollout_prob <= 1.0 or self.rollout_frames < 1 or self.rollout_steps < 1:
             got = f"{self.rollout_prob}, {self.rollout_frames}, {self.rollout_steps}"
             raise ValueError(f"need rollout_prob in [0, 1] and rollout_frames, rollout_steps >= 1, got {got}")
+        if self.adversarial_weight < 0 or self.critic_width < 1 or self.critic_lr <= 0:
+            got = f"{self.adversarial_weight}, {self.critic_width}, {self.critic_lr}"
+            raise ValueError(f"need adversarial_weight >= 0, critic_width >= 1 and critic_lr > 0, got {got}")
+        if not 0.0 <= self.distill_prob <= 1.0 or self.distill_steps < 1 or self.distill_substeps < 1:
+            got = f"{self.distill_prob}, {self.distill_steps}, {self.distill_substeps}"
+            raise ValueError(f"need distill_prob in [0, 1] and distill_steps, distill_substeps >= 1, got {got}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
