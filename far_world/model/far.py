@@ -163,6 +163,13 @@ class FARModel(nn.Module):
 
     # ----- training and the uncached reference -----
 
+    def dropped_actions(self, actions: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Actions (B,F) or (B,F,K) as int64 (B,F,K), each frame's replaced by the null action with
+        probability ``action_dropout``: training meets the unconditional branch guidance reads."""
+        actions = self._action_components(actions, 2)
+        drop = self._draw(torch.rand, tuple(actions.shape[:2]), actions.device, generator) < self.cfg.action_dropout
+        return torch.where(drop[..., None], self.null_action, actions)
+
     def forward(
         self,
         latents: Tensor,
@@ -241,9 +248,7 @@ class FARModel(nn.Module):
         n_long = n_frames - min(n_frames, cfg.short_window)
         device = latents.device
         x0 = latents.float()
-        actions = self._action_components(actions, 2)
-        drop = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.action_dropout
-        actions = torch.where(drop[..., None], self.null_action, actions)
+        actions = self.dropped_actions(actions, generator)
         s = torch.sigmoid(cfg.flow_time_mean + self._draw(torch.randn, (b, n_frames), device, generator))
         clean = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.clean_context_prob
         clean[:, :n_long] = True

@@ -75,13 +75,10 @@ def distillation_loss(
     are dropped to null as there (``action_dropout``), for teacher and student alike, so that
     guidance, which reads the null-action velocity too, is distilled with the rest.
     """
-    cfg = model.cfg
     b = latents.shape[0]
     device = latents.device
     x0 = latents.float()
-    actions = model._action_components(actions, 2)
-    drop = model._draw(torch.rand, tuple(actions.shape[:2]), device, generator) < cfg.action_dropout
-    actions = torch.where(drop[..., None], model.null_action, actions)
+    actions = model.dropped_actions(actions, generator)
     grid = flow_times(student_steps).to(device)
     k = model._draw(torch.rand, (b,), device, generator).mul(student_steps).long().clamp_max(student_steps - 1)
     s, s_next = grid[k], grid[k + 1]
