@@ -444,3 +444,10 @@ def test_train_far_init_starts_from_a_worlds_weights_on_its_latents_only(squares
     with pytest.raises(SystemExit, match="not the --ae one"):
         train_far.main(["--data", str(data), "--ae", str(other_ae), "--out", str(tmp_path / "other"), "--preset", "tiny",
                         "--cache", str(data / "cache_other"), "steps=0", "--init", str(first)])  # fmt: skip
+
+    # Distillation learns from the world it starts from: without --init there is no teacher.
+    with pytest.raises(SystemExit, match="needs --init"):
+        train_far.main(far_args(data, ae, tmp_path / "no_teacher", "steps=2", "distill_prob=1.0"))
+    # With one, a distilled run trains and releases a world.
+    train_far.main(far_args(data, ae, tmp_path / "distilled", "steps=2", "distill_prob=1.0", "--init", str(first)))
+    assert (tmp_path / "distilled" / "world.pt").is_file()

@@ -105,10 +105,10 @@ class FARTrainConfig:
     # The critic also sees the action into each frame (judging whether the frame follows from it).
     critic_actions: bool = False
     critic_lr: float = 1e-3
-    # Few-step distillation (far_world/training/distillation.py), for fine-tuning a world: a clip
-    # is, with probability distill_prob, laid out as at play time, and the model's velocity at a
-    # point of the distill_steps-step grid is taught to land where the starting weights land in
-    # distill_substeps smaller steps. Other clips keep the flow loss.
+    # Few-step distillation (far_world/training/distillation.py), for fine-tuning a world: a step
+    # is, with probability distill_prob, a distillation step, its clips laid out as at play time
+    # and the model's velocity at a point of the distill_steps-step grid taught to land where the
+    # starting weights land in distill_substeps smaller steps. Other steps keep the flow loss.
     distill_prob: float = 0.0
     distill_steps: int = 3
     distill_substeps: int = 3
