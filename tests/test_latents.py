@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,36 @@ def test_bad_episodes_are_skipped_and_bad_latents_refused(tmp_path: Path) -> Non
     assert cached_stems(cache) == ["ep0", "ep1"]
     with pytest.raises(ValueError, match="overflow float16"), pytest.warns(UserWarning, match="broken.npz"):
         build_latent_cache(source, tmp_path / "big", PoolEncoder(scale=1e6), "ae-big", progress=False)
+
+
+def test_two_builders_of_one_cache_take_turns(tmp_path: Path) -> None:
+    """Two runs started at once on the same data: the second waits for the first's build and
+    then finds every entry current, instead of wiping the files the first is writing."""
+    source = write_episodes(tmp_path / "episodes", count=4)
+    cache = tmp_path / "cache"
+    started = threading.Event()
+
+    class SlowEncoder(PoolEncoder):
+        def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+            started.set()
+            time.sleep(0.1)  # the second builder arrives while this one is encoding
+            return super().__call__(frames)
+
+    first, second, errors = SlowEncoder(), PoolEncoder(), []
+
+    def build(encoder: PoolEncoder) -> None:
+        try:
+            build_latent_cache(source, cache, encoder, "ae-1", batch_size=100, progress=False)
+        except Exception as exc:  # reported below, from the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(first,))]
+    threads[0].start()
+    assert started.wait(timeout=30)
+    threads.append(threading.Thread(target=build, args=(second,)))
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert first.calls == 4 and second.calls == 0
+    assert read_cache_info(cache)["complete"] and cached_stems(cache) == ["ep0", "ep1", "ep2", "ep3"]

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from far_world.files import atomic_write, write_json
+from far_world.files import atomic_write, exclusive_lock, write_json
 from far_world.data.episodes import EXTRA_PREFIX, Episode, EpisodeError, check_real_data, episode_paths, load_episode
 
 CACHE_FILE = "cache.json"
+LOCK_FILE = ".build.lock"  # held by the one process building the cache
 LATENTS_SUFFIX = ".latents.npy"
 STEPS_SUFFIX = ".steps.npz"
 CACHE_VERSION = 1
@@ -106,13 +107,22 @@ def build_latent_cache(
     ``torch.inference_mode`` on CPU tensors (move them to a device inside it). ``fingerprint``
     identifies the autoencoder (e.g. a hash of its weights); entries of another fingerprint are
     deleted. Entries already encoded with this fingerprint are kept, bad episodes skipped with a
-    warning, entries whose source episode is gone removed. Build from one process (under DDP,
-    rank 0 then a barrier): concurrent builders of one cache would race on its files.
+    warning, entries whose source episode is gone removed. Builders of one cache take turns (two
+    runs started at once on the same data): the later one finds the earlier one's entries current.
     """
     source, cache_dir = Path(episode_folder), Path(cache_dir)
     check_real_data(source, allow_imagined)  # before any encoding work: imagined data needs consent
     paths = episode_paths(source)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(cache_dir / LOCK_FILE):
+        return _build(source, paths, cache_dir, encode_fn, fingerprint, batch_size, progress)
+
+
+def _build(
+    source: Path, paths: list[Path], cache_dir: Path, encode_fn: EncodeFn, fingerprint: str, batch_size: int,
+    progress: bool,
+) -> Path:
+    """build_latent_cache's work, done while holding the cache's lock."""
     _start_build(cache_dir, source, fingerprint)
     for meta_path in (source / "meta.json", source.parent / "meta.json"):
         if meta_path.is_file():
