@@ -246,6 +246,39 @@ def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
             assert torch.allclose(resumed.adversarial.critic.state_dict()[name], value, atol=1e-6), name
 
 
+def test_the_critic_judges_only_estimates_from_low_flow_times(squares, monkeypatch):
+    """adversarial_max_time: the critic and the model's adversarial loss see the denoised frames
+    (with a frame before them) drawn at flow times up to the limit, and no others."""
+    from far_world.model.far import FARModel
+    from far_world.training.adversarial import AdversarialTerm
+
+    _, cache = squares
+    cfg = tiny_far_config(steps=4, adversarial_weight="0.5", adversarial_max_time="0.6")
+    expected, judged = [], []
+    training_loss, update = FARModel.training_loss, AdversarialTerm.update
+
+    def spy_loss(self, latents, *args, **kwargs):
+        out = training_loss(self, latents, *args, **kwargs)
+        first = latents.shape[1] - out["times"].shape[1]
+        has_previous = torch.arange(first, latents.shape[1]) >= 1
+        expected.append(int((out["denoised"] & (out["times"] <= 0.6) & has_previous).sum()))
+        assert 0 < expected[-1] < int((out["denoised"] & has_previous).sum())  # some, not all
+        return out
+
+    def spy_update(self, pairs):
+        judged.append(len(pairs.estimates))
+        return update(self, pairs)
+
+    monkeypatch.setattr(FARModel, "training_loss", spy_loss)
+    monkeypatch.setattr(AdversarialTerm, "update", spy_update)
+    trainer = FARTrainer(cfg, tiny_clip_dataset(cache, cfg), SINGLE)
+    for _ in range(2):
+        trainer.train_step()
+    assert judged == expected and len(judged) == 2 * cfg.micro_batches
+    with pytest.raises(ValueError, match="adversarial_max_time"):
+        tiny_far_config(adversarial_max_time="0")
+
+
 def test_far_training_reduces_the_loss(squares):
     _, cache = squares
     cfg = tiny_far_config(steps=40, lr=3e-3, min_clip_frames=4, max_clip_frames=4, batch_size=8)

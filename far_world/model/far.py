@@ -240,8 +240,9 @@ class FARModel(nn.Module):
         Returns {"loss": weighted sum to backward, "flow", "reward", "termination": detached};
         with ``keep_estimates`` also "estimates" (B,Fs,C,h,w), the clean frames the model
         estimates for the short window (x_s - s v, with gradient), and "denoised" (B,Fs) bool,
-        which of them were denoised (an adversarial term scores those), and "actions" (B,F,K),
-        the actions as the model was given them (action dropout applied).
+        which of them were denoised (an adversarial term scores those), "times" (B,Fs), the flow
+        times they were denoised from, and "actions" (B,F,K), the actions as the model was given
+        them (action dropout applied).
         """
         cfg = self.cfg
         b, n_frames = latents.shape[:2]
@@ -291,5 +292,5 @@ class FARModel(nn.Module):
         loss = flow + cfg.reward_loss_weight * reward_loss + cfg.termination_loss_weight * termination_loss
         out = {"loss": loss, "flow": flow.detach(), "reward": reward_loss.detach(), "termination": termination_loss.detach()}
         if keep_estimates:
-            out.update(estimates=clean_estimate, denoised=~clean[:, n_long:], actions=actions)
+            out.update(estimates=clean_estimate, denoised=~clean[:, n_long:], times=s_short, actions=actions)
         return out

@@ -205,7 +205,8 @@ class FARTrainer:
             )  # fmt: skip
             loss = out["loss"]
             if adversarial:
-                pairs = next_frame_pairs(batch.frames, out.pop("estimates"), out.pop("denoised"), out.pop("actions"))
+                judged = out.pop("denoised") & (out.pop("times") <= cfg.adversarial_max_time)
+                pairs = next_frame_pairs(batch.frames, out.pop("estimates"), judged, out.pop("actions"))
                 loss = loss + self._adversarial_loss(pairs, out)
             (loss / cfg.micro_batches).backward()
         if adversarial:

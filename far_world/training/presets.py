@@ -105,6 +105,10 @@ class FARTrainConfig:
     # The critic also sees the action into each frame (judging whether the frame follows from it).
     critic_actions: bool = False
     critic_lr: float = 1e-3
+    # Only estimates from flow times s <= adversarial_max_time are judged (1 = all). At high noise
+    # the frame's layout is still open, and a critic there pushes the model to commit to one
+    # guess; at low noise it only judges the detail the last Euler step draws.
+    adversarial_max_time: float = 1.0
     # Few-step distillation (far_world/training/distillation.py), for fine-tuning a world: a step
     # is, with probability distill_prob, a distillation step, its clips laid out as at play time
     # and the model's velocity at a point of the distill_steps-step grid taught to land where the
@@ -133,6 +137,8 @@ class FARTrainConfig:
         if self.adversarial_weight < 0 or self.critic_width < 1 or self.critic_lr <= 0:
             got = f"{self.adversarial_weight}, {self.critic_width}, {self.critic_lr}"
             raise ValueError(f"need adversarial_weight >= 0, critic_width >= 1 and critic_lr > 0, got {got}")
+        if not 0.0 < self.adversarial_max_time <= 1.0:
+            raise ValueError(f"need adversarial_max_time in (0, 1], got {self.adversarial_max_time}")
         if not 0.0 <= self.distill_prob <= 1.0 or self.distill_steps < 1 or self.distill_substeps < 1:
             got = f"{self.distill_prob}, {self.distill_steps}, {self.distill_substeps}"
             raise ValueError(f"need distill_prob in [0, 1] and distill_steps, distill_substeps >= 1, got {got}")
