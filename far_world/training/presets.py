@@ -105,9 +105,9 @@ class FARTrainConfig:
     # The critic also sees the action into each frame (judging whether the frame follows from it).
     critic_actions: bool = False
     critic_lr: float = 1e-3
-    # Only estimates from flow times s <= adversarial_max_time are judged (1 = all). At high noise
-    # the frame's layout is still open, and a critic there pushes the model to commit to one
-    # guess; at low noise it only judges the detail the last Euler step draws.
+    # Only estimates from flow times s <= adversarial_max_time are judged (1 = all): the detail
+    # the last Euler steps draw, not the layout still open at high noise. On Minecraft a limit
+    # did no better than a smaller weight (docs/RESULTS.md), so the default judges all.
     adversarial_max_time: float = 1.0
     # Few-step distillation (far_world/training/distillation.py), for fine-tuning a world: a step
     # is, with probability distill_prob, a distillation step, its clips laid out as at play time
