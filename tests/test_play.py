@@ -130,13 +130,18 @@ def test_sampling_steps_flag_and_its_deprecated_alias():
         assert play.parse_args(["--steps", "2"]).sampling_steps == 2
 
 
-def test_guidance_flag_reaches_the_world(tiny_ckpt):
-    assert play.parse_args([]).guidance is None  # the checkpoint's default
-    worlds = play.open_worlds(play.parse_args(["--ckpt", tiny_ckpt, "--headless", "--guidance", "1.5"]))
+def test_guidance_and_start_time_flags_reach_the_world(tiny_ckpt):
+    args = play.parse_args([])
+    assert args.guidance is None and args.start_time is None  # the checkpoint's defaults
+    flags = ["--ckpt", tiny_ckpt, "--headless", "--guidance", "1.5", "--start-time", "0.9"]
+    worlds = play.open_worlds(play.parse_args(flags))
     try:
         assert worlds.env.world.guidance == 1.5
+        assert worlds.env.world.settings.start_time == 0.9
     finally:
         worlds.close()
+    with pytest.raises(SystemExit):
+        play.parse_args(["--start-time", "0"])
 
 
 @pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no released default checkpoint")
