@@ -60,8 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policy-seed", type=int, default=None, help="seed of the random agent (default: --seed)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    if args.start_time is not None and not 0.0 < args.start_time <= 1.0:
-        p.error(f"--start-time must be in (0, 1], got {args.start_time}")
+    if args.start_time is not None:
+        from far_world.model.sampler import SamplingSettings  # torch: only when the flag is given
+
+        try:
+            SamplingSettings(start_time=args.start_time)  # the one place its range is checked
+        except ValueError as exc:
+            p.error(f"--start-time: {exc}")
     if args.deprecated_steps is not None:
         warnings.warn("--steps is deprecated: use --sampling-steps", FutureWarning, stacklevel=2)
         if args.sampling_steps is None:
