@@ -83,7 +83,8 @@ class WorldModel:
         self.prompt_actions = ckpt.prompt_actions[:, 1:].numpy()
         self.sampler = CachedSampler(self.far)
         self.settings = SamplingSettings.from_dict(
-            ckpt.summary.get("inference", {}), flex_rope_slope=ckpt.far_config.flex_rope_slope
+            ckpt.summary.get("inference", {}), flex_rope_slope=ckpt.far_config.flex_rope_slope,
+            start_time=ckpt.far_config.warm_start_time,
         )
         self.long_context = bool(long_context)
         if threads is not None and threads < 1:

@@ -305,6 +305,23 @@ def test_release_script_stores_the_inference_defaults_worlds_start_from(tmp_path
         release.main([str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), "--sampling-steps", "0"])
 
 
+def test_a_world_trained_on_warm_start_paths_samples_from_a_warm_start(tmp_path):
+    import dataclasses
+
+    from conftest import make_tiny_world_checkpoint
+
+    from far_world.world import WorldModel
+
+    ckpt = make_tiny_world_checkpoint(tmp_path / "plain.pt")
+    assert WorldModel.load(tmp_path / "plain.pt").settings.start_time == 1.0
+    ckpt.far_config = dataclasses.replace(ckpt.far_config, warm_start_time=0.7)
+    save_world_checkpoint(tmp_path / "warm.pt", ckpt)
+    assert WorldModel.load(tmp_path / "warm.pt").settings.start_time == 0.7
+    ckpt.summary = {"inference": {"start_time": 0.9}}  # a released default still wins
+    save_world_checkpoint(tmp_path / "released.pt", ckpt)
+    assert WorldModel.load(tmp_path / "released.pt").settings.start_time == 0.9
+
+
 def test_a_world_checkpoint_lends_its_autoencoder(tmp_path):
     """train_far --ae accepts a released world: a new world trains on the very same latents."""
     ckpt = make_world_checkpoint()

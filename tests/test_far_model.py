@@ -5,7 +5,7 @@ import torch
 from conftest import random_far_model
 
 from far_world.model.config import FARConfig
-from far_world.model.far import CONTEXT, FARModel, timestep_embedding
+from far_world.model.far import CONTEXT, FARModel, timestep_embedding, warm_start_source
 from far_world.model.heads import head_losses
 from far_world.model.inference import CachedSampler
 from far_world.model.sampler import SamplingSettings, flow_times, guide, sample_euler
@@ -36,6 +36,9 @@ def test_config_round_trip_and_validation():
         FARConfig(short_window=1)
     with pytest.raises(ValueError, match="prediction"):
         FARConfig(prediction="noise")
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="warm_start_time"):
+            FARConfig(warm_start_time=bad)
 
 
 @pytest.mark.parametrize("short_window, k", [(8, 2), (3, 3)])
@@ -172,6 +175,41 @@ def test_euler_sampler_is_exact_on_a_straight_flow():
     assert calls == [6, 3]
 
 
+def test_the_warm_start_path_passes_where_sampling_starts_and_ends_on_the_frame():
+    g = torch.Generator().manual_seed(0)
+    eps, x0, prev = (torch.randn(2, 3, 4, 8, 8, generator=g) for _ in range(3))
+    start = torch.tensor([[1.0, 0.6, 0.8], [1.0, 0.3, 0.9]])
+    source = warm_start_source(eps, x0, prev, start)
+    assert torch.equal(source[:, 0], eps[:, 0])  # S = 1: the plain path from noise
+    s = start[..., None, None, None]
+    # At s = S the training path is the sampler's start: (1 - S) * the frame before + S * noise.
+    assert torch.allclose((1 - s) * x0 + s * source, (1 - s) * prev + s * eps, atol=1e-5)
+    # Euler steps along the path's velocity, from that start at start_time S, land on the frame.
+    for row, col in [(0, 1), (1, 1), (1, 2)]:
+        S = float(start[row, col])
+        velocity = (source - x0)[row, col]
+        landed = sample_euler(lambda x, _: velocity, (1 - S) * prev[row, col] + S * eps[row, col], 3, 1.0, start_time=S)
+        assert torch.allclose(landed, x0[row, col], atol=1e-5)
+
+
+def test_warm_start_training_draws_flow_times_below_the_start_for_frames_after_the_first():
+    model = random_far_model(warm_start_time=0.5, clean_context_prob=0.0, short_window=8)
+    seen = []
+    forward = model.forward
+
+    def spy(latents, actions, timesteps, context_levels=None):
+        seen.append(timesteps.detach().clone())
+        return forward(latents, actions, timesteps, context_levels)
+
+    model.forward = spy
+    latents = torch.randn(64, 8, 4, 8, 8)
+    actions = torch.zeros(64, 8, dtype=torch.long)
+    out = model.training_loss(latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"])
+    s = seen[0]
+    assert float(s[:, 1:].max()) <= 0.5 and float(s[:, 0].max()) > 0.5  # the first frame has no frame before it
+
+
 def test_head_losses_weight_frames():
     reward = torch.tensor([[1.0, 3.0]])
     logit = torch.tensor([[0.0, 0.0]])
@@ -183,23 +221,15 @@ def test_head_losses_weight_frames():
     assert r == 5.0
 
 
-@pytest.mark.parametrize("prediction", ["velocity", "clean"])
-def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(prediction):
+@pytest.mark.parametrize("prediction, warm_start_time", [("velocity", 1.0), ("clean", 1.0), ("velocity", 0.6)])
+def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(prediction, warm_start_time, one_thread):
     # One thread: on tensors this small a second thread costs more in synchronization than it
-    # brings, many times more when another process holds the other core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _overfit_and_roll_out(prediction)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _overfit_and_roll_out(prediction: str):
+    # brings, many times more when another process holds the other core. With a warm start the
+    # rollout starts each frame from the one before and must still move it as the actions say.
     torch.manual_seed(0)
     cfg = FARConfig(
         latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=8,
-        clean_context_prob=0.5, action_dropout=0.0, prediction=prediction,
+        clean_context_prob=0.5, action_dropout=0.0, prediction=prediction, warm_start_time=warm_start_time,
     )
     model = FARModel(cfg)
     g = torch.Generator().manual_seed(0)
@@ -232,7 +262,7 @@ def _overfit_and_roll_out(prediction: str):
         optimizer.step()
 
     model.eval()
-    sampler, settings = CachedSampler(model), SamplingSettings(steps=4)
+    sampler, settings = CachedSampler(model), SamplingSettings(steps=4, start_time=warm_start_time)
     state = sampler.new_cache(1)
     sampler.prefill(state, latents[:, :2], actions[:, :2], settings)
     noise = torch.Generator().manual_seed(1)

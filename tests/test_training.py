@@ -279,6 +279,25 @@ def test_the_critic_judges_only_estimates_from_low_flow_times(squares, monkeypat
         tiny_far_config(adversarial_max_time="0")
 
 
+def test_rollouts_of_a_warm_start_world_start_warm_as_its_play_does(squares, monkeypatch):
+    from far_world.training import far_trainer
+
+    _, cache = squares
+    cfg = tiny_far_config(steps=2, rollout_prob="1.0", min_clip_frames=4, max_clip_frames=4, **{"far.warm_start_time": "0.7"})
+    starts = []
+    own_rollouts = far_trainer.own_rollouts
+
+    def spy(model, latents, actions, frames, settings, generator=None):
+        starts.append(settings.start_time)
+        return own_rollouts(model, latents, actions, frames, settings, generator)
+
+    monkeypatch.setattr(far_trainer, "own_rollouts", spy)
+    FARTrainer(cfg, tiny_clip_dataset(cache, cfg), SINGLE).train_step()
+    assert starts and set(starts) == {0.7}
+    with pytest.raises(ValueError, match="warm-start"):
+        tiny_far_config(distill_prob="0.5", **{"far.warm_start_time": "0.7"})
+
+
 def test_far_training_reduces_the_loss(squares):
     _, cache = squares
     cfg = tiny_far_config(steps=40, lr=3e-3, min_clip_frames=4, max_clip_frames=4, batch_size=8)

@@ -49,6 +49,11 @@ class FARConfig:
     clean_context_prob: float = 0.1
     # Context-noise augmentation (0 = off): clean context frames get noise up to this flow time.
     context_noise: float = 0.0
+    # Warm-start paths (1 = off): a frame after another is trained on the straight path from
+    # (1 - S) * the frame before + S * noise, at flow time S, to itself, the path that sampling
+    # with start_time S walks; sampling then starts there by default. Sampling from such an
+    # anchor with a model trained only from noise holds the view still (docs/RESULTS.md).
+    warm_start_time: float = 1.0
 
     rope_theta: float = 10000.0
     # FlexRoPE test-time temporal decay: logit bias -slope * (query frame - key frame); 0 = plain RoPE.
@@ -74,6 +79,8 @@ class FARConfig:
             raise ValueError("short_window must be >= 2 and max_long_frames >= 1")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if not 0.0 < self.warm_start_time <= 1.0:
+            raise ValueError(f"warm_start_time must be in (0, 1], got {self.warm_start_time!r}")
         if not self.action_nvec or min(self.action_nvec) < 1:
             raise ValueError(f"action_nvec must list positive class counts, got {self.action_nvec}")
 

@@ -43,6 +43,15 @@ def timestep_embedding(levels: Tensor, dim: int = 256) -> Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def warm_start_source(eps: Tensor, x0: Tensor, prev: Tensor, start: Tensor) -> Tensor:
+    """The flow's source for a frame x0 (B,F,C,h,w) on the warm-start path of flow time S =
+    ``start`` (B,F): the point at s = 1 of the straight line from x0 through the warm start
+    x_S = S eps + (1 - S) prev, where sampling with start_time S begins from the frame before.
+    Training on (1 - s) x0 + s source then teaches that line; S = 1 gives the noise itself."""
+    pull = ((1 - start) / start)[..., None, None, None]
+    return eps + pull * (prev - x0)
+
+
 class FrameConditioner(nn.Module):
     """A frame's conditioning vector: flow-time MLP + frame-kind embedding + summed action embeddings."""
 
@@ -250,7 +259,10 @@ class FARModel(nn.Module):
         device = latents.device
         x0 = latents.float()
         actions = self.dropped_actions(actions, generator)
-        s = torch.sigmoid(cfg.flow_time_mean + self._draw(torch.randn, (b, n_frames), device, generator))
+        # A frame after another walks the warm-start path from flow time S = warm_start_time down.
+        start = torch.full((b, n_frames), cfg.warm_start_time, device=device)
+        start[:, 0] = 1.0
+        s = start * torch.sigmoid(cfg.flow_time_mean + self._draw(torch.randn, (b, n_frames), device, generator))
         clean = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.clean_context_prob
         clean[:, :n_long] = True
         if last_frame_rows is not None:
@@ -263,14 +275,18 @@ class FARModel(nn.Module):
         sigma = self._draw(torch.rand, (b, n_frames), device, generator) * cfg.context_noise
         level = torch.where(clean, sigma, s)[..., None, None, None]
         shown = x0 if context_latents is None else torch.where(clean[..., None, None, None], context_latents.float(), x0)
-        x = (1 - level) * shown + level * eps
+        # A denoised frame's path runs from its source at s = 1 to x0; the frame before it is
+        # taken as the context shows it, as sampling takes its last context frame.
+        prev = torch.cat([x0[:, :1], shown[:, :-1]], dim=1)
+        source = torch.where(clean[..., None, None, None], eps, warm_start_source(eps, x0, prev, start))
+        x = (1 - level) * shown + level * source
         timesteps = torch.where(clean, torch.full_like(s, CONTEXT), s)
         velocity, features = self.forward(x, actions, timesteps, context_levels=sigma)
 
         s_short = s[:, n_long:]
         clean_estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
         if cfg.prediction == "velocity":
-            per_frame = (velocity - (eps - x0)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
+            per_frame = (velocity - (source - x0)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
         else:
             per_frame = (clean_estimate - x0[:, n_long:]).pow(2).mean(dim=(2, 3, 4)) * (0.9 * (1 - s_short) + 0.1)
         denoised = (~clean[:, n_long:]).float()

@@ -235,7 +235,7 @@ class FARTrainer:
         shown = latents.float().clone() if shown is None else shown.clone()
         if rows.any():
             idx = rows.nonzero()[:, 0].to(latents.device)
-            settings = SamplingSettings(steps=cfg.rollout_steps)
+            settings = SamplingSettings(steps=cfg.rollout_steps, start_time=self.model.cfg.warm_start_time)
             shown[idx] = own_rollouts(self.model, latents[idx], actions[idx], length, settings, generator)
         return shown, rows
 

@@ -142,6 +142,8 @@ class FARTrainConfig:
         if not 0.0 <= self.distill_prob <= 1.0 or self.distill_steps < 1 or self.distill_substeps < 1:
             got = f"{self.distill_prob}, {self.distill_steps}, {self.distill_substeps}"
             raise ValueError(f"need distill_prob in [0, 1] and distill_steps, distill_substeps >= 1, got {got}")
+        if self.distill_prob > 0 and self.far.warm_start_time < 1.0:
+            raise ValueError("distillation teaches the path from noise: it cannot train warm-start paths (far.warm_start_time)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
