@@ -193,20 +193,7 @@ def test_the_warm_start_path_passes_where_sampling_starts_and_ends_on_the_frame(
 
 
 def test_warm_start_training_draws_flow_times_below_the_start_for_frames_after_the_first():
-    model = random_far_model(warm_start_time=0.5, clean_context_prob=0.0, short_window=8)
-    seen = []
-    forward = model.forward
-
-    def spy(latents, actions, timesteps, context_levels=None):
-        seen.append(timesteps.detach().clone())
-        return forward(latents, actions, timesteps, context_levels)
-
-    model.forward = spy
-    latents = torch.randn(64, 8, 4, 8, 8)
-    actions = torch.zeros(64, 8, dtype=torch.long)
-    out = model.training_loss(latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0))
-    assert torch.isfinite(out["loss"])
-    s = seen[0]
+    s = _training_flow_times(random_far_model(warm_start_time=0.5, clean_context_prob=0.0, short_window=8))
     assert float(s[:, 1:].max()) <= 0.5 and float(s[:, 0].max()) > 0.5  # the first frame has no frame before it
 
 
@@ -277,9 +264,8 @@ def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(predict
     assert (torch.cat(predicted) - rewards[0, 2:]).abs().max() < 0.3
 
 
-@pytest.mark.parametrize("mean", [0.0, 2.0])
-def test_flow_time_mean_shifts_the_training_flow_times(mean):
-    model = random_far_model(flow_time_mean=mean, clean_context_prob=0.0, short_window=8)
+def _training_flow_times(model: FARModel) -> torch.Tensor:
+    """The flow times (64, 8) that one training loss on 64 clips of 8 frames gives the model."""
     seen = []
     forward = model.forward
 
@@ -290,7 +276,13 @@ def test_flow_time_mean_shifts_the_training_flow_times(mean):
     model.forward = spy
     latents = torch.randn(64, 8, 4, 8, 8)
     actions = torch.zeros(64, 8, dtype=torch.long)
-    model.training_loss(latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0))
-    s = seen[0].flatten()
+    out = model.training_loss(latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"])
+    return seen[0]
+
+
+@pytest.mark.parametrize("mean", [0.0, 2.0])
+def test_flow_time_mean_shifts_the_training_flow_times(mean):
+    s = _training_flow_times(random_far_model(flow_time_mean=mean, clean_context_prob=0.0, short_window=8)).flatten()
     logits = torch.log(s / (1 - s))  # logit-normal(mean, 1): back to N(mean, 1)
     assert abs(float(logits.mean()) - mean) < 0.15 and abs(float(logits.std()) - 1.0) < 0.1
