@@ -237,6 +237,8 @@ class FARModel(nn.Module):
         keep_estimates: bool = False,
     ) -> dict[str, Tensor]:
         """Rectified-flow loss of a batch of clips, plus the reward and termination heads' losses.
+        With ``warm_start_time`` S < 1 a frame after another is denoised from flow times below S,
+        on the path from its warm start (:func:`warm_start_source`).
 
         latents (B,F,C,h,w); actions (B,F) or (B,F,K) int64, the action into frame t (null for
         none); rewards (B,F) float and terminated (B,F) bool of the transition into frame t.
