@@ -39,6 +39,10 @@ def test_config_round_trip_and_validation():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="warm_start_time"):
             FARConfig(warm_start_time=bad)
+    with pytest.raises(ValueError, match="change_scale"):
+        FARConfig(change_scale=-1.0)
+    with pytest.raises(ValueError, match="do not combine"):
+        FARConfig(change_scale=0.5, warm_start_time=0.8)
 
 
 @pytest.mark.parametrize("short_window, k", [(8, 2), (3, 3)])
@@ -197,6 +201,21 @@ def test_warm_start_training_draws_flow_times_below_the_start_for_frames_after_t
     assert float(s[:, 1:].max()) <= 0.5 and float(s[:, 0].max()) > 0.5  # the first frame has no frame before it
 
 
+def test_a_change_model_adds_what_it_generates_to_the_last_context_frame():
+    plain = random_far_model()
+    change = FARModel(FARConfig(**{**plain.cfg.to_dict(), "change_scale": 0.5})).eval()
+    change.load_state_dict(plain.state_dict())
+    latents, actions, _ = _inputs(plain, batch=2, frames=3)
+    settings = SamplingSettings(steps=2)
+    outputs = []
+    for model in (plain, change):
+        sampler = CachedSampler(model)
+        cache = sampler.new_cache(2)
+        sampler.prefill(cache, latents, actions, settings)
+        outputs.append(sampler.generate(cache, actions[:, -1], settings, generator=torch.Generator().manual_seed(3)).latents)
+    assert torch.allclose(outputs[1], latents[:, -1] + 0.5 * outputs[0], atol=1e-5)
+
+
 def test_head_losses_weight_frames():
     reward = torch.tensor([[1.0, 3.0]])
     logit = torch.tensor([[0.0, 0.0]])
@@ -208,15 +227,23 @@ def test_head_losses_weight_frames():
     assert r == 5.0
 
 
-@pytest.mark.parametrize("prediction, warm_start_time", [("velocity", 1.0), ("clean", 1.0), ("velocity", 0.6)])
-def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(prediction, warm_start_time, one_thread):
+@pytest.mark.parametrize(
+    "prediction, warm_start_time, change_scale, train_steps",
+    [("velocity", 1.0, 0.0, 800), ("clean", 1.0, 0.0, 800), ("velocity", 0.6, 0.0, 800), ("velocity", 1.0, 1.0, 1600)],
+)
+def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(
+    prediction, warm_start_time, change_scale, train_steps, one_thread
+):
     # One thread: on tensors this small a second thread costs more in synchronization than it
     # brings, many times more when another process holds the other core. With a warm start the
-    # rollout starts each frame from the one before and must still move it as the actions say.
+    # rollout starts each frame from the one before and must still move it as the actions say;
+    # with change prediction it adds each generated change to the frame before (the changes of
+    # this clip, rolled patterns minus themselves, take the model twice the steps to learn).
     torch.manual_seed(0)
     cfg = FARConfig(
         latent_channels=4, depth=2, width=64, heads=2, patch_size=2, short_window=4, max_long_frames=8,
         clean_context_prob=0.5, action_dropout=0.0, prediction=prediction, warm_start_time=warm_start_time,
+        change_scale=change_scale,
     )
     model = FARModel(cfg)
     g = torch.Generator().manual_seed(0)
@@ -234,7 +261,7 @@ def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(predict
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     batch = 8
-    for step in range(800):
+    for step in range(train_steps):
         # Prefixes of every length, so training sees each layout the rollout meets.
         length = 2 + step % (frames - 1)
         out = model.training_loss(

@@ -298,6 +298,14 @@ def test_rollouts_of_a_warm_start_world_start_warm_as_its_play_does(squares, mon
         tiny_far_config(distill_prob="0.5", **{"far.warm_start_time": "0.7"})
 
 
+def test_change_prediction_refuses_the_objectives_that_estimate_whole_frames():
+    assert tiny_far_config(**{"far.change_scale": "0.5", "rollout_prob": "0.5"}).far.change_scale == 0.5
+    with pytest.raises(ValueError, match="change prediction"):
+        tiny_far_config(distill_prob="0.5", **{"far.change_scale": "0.5"})
+    with pytest.raises(ValueError, match="change prediction"):
+        tiny_far_config(self_context_prob="0.5", **{"far.change_scale": "0.5"})
+
+
 def test_far_training_reduces_the_loss(squares):
     _, cache = squares
     cfg = tiny_far_config(steps=40, lr=3e-3, min_clip_frames=4, max_clip_frames=4, batch_size=8)

@@ -54,6 +54,11 @@ class FARConfig:
     # with start_time S walks; sampling then starts there by default. Sampling from such an
     # anchor with a model trained only from noise holds the view still (docs/RESULTS.md).
     warm_start_time: float = 1.0
+    # Change prediction (0 = off): a frame after another is generated as its change from the frame
+    # before, divided by this scale (about the changes' std in the data, so that the flow sees
+    # unit variance), and sampling adds the change to the last context frame. What the model cannot
+    # place then stays as the frame before showed it, where generating the whole frame averages it away.
+    change_scale: float = 0.0
 
     rope_theta: float = 10000.0
     # FlexRoPE test-time temporal decay: logit bias -slope * (query frame - key frame); 0 = plain RoPE.
@@ -81,6 +86,10 @@ class FARConfig:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if not 0.0 < self.warm_start_time <= 1.0:
             raise ValueError(f"warm_start_time must be in (0, 1], got {self.warm_start_time!r}")
+        if self.change_scale < 0:
+            raise ValueError(f"change_scale must be >= 0 (0 = off), got {self.change_scale!r}")
+        if self.change_scale > 0 and self.warm_start_time < 1.0:
+            raise ValueError("change prediction and warm-start paths do not combine: set change_scale or warm_start_time")
         if not self.action_nvec or min(self.action_nvec) < 1:
             raise ValueError(f"action_nvec must list positive class counts, got {self.action_nvec}")
 

@@ -52,6 +52,17 @@ def warm_start_source(eps: Tensor, x0: Tensor, prev: Tensor, start: Tensor) -> T
     return eps + pull * (prev - x0)
 
 
+def as_generated(frames: Tensor, prev: Tensor, change_scale: float) -> Tensor:
+    """What the flow generates for ``frames`` after ``prev`` (both (...,C,h,w)): the frames
+    themselves, or with ``change_scale`` > 0 their change from ``prev``, divided by it."""
+    return frames if change_scale == 0 else (frames - prev) / change_scale
+
+
+def from_generated(generated: Tensor, prev: Tensor, change_scale: float) -> Tensor:
+    """The frames that flow output ``generated`` stands for: the inverse of :func:`as_generated`."""
+    return generated if change_scale == 0 else prev + change_scale * generated
+
+
 class FrameConditioner(nn.Module):
     """A frame's conditioning vector: flow-time MLP + frame-kind embedding + summed action embeddings."""
 
@@ -238,7 +249,8 @@ class FARModel(nn.Module):
     ) -> dict[str, Tensor]:
         """Rectified-flow loss of a batch of clips, plus the reward and termination heads' losses.
         With ``warm_start_time`` S < 1 a frame after another is denoised from flow times below S,
-        on the path from its warm start (:func:`warm_start_source`).
+        on the path from its warm start (:func:`warm_start_source`); with ``change_scale`` > 0
+        what is denoised is its change from the frame before (:func:`as_generated`).
 
         latents (B,F,C,h,w); actions (B,F) or (B,F,K) int64, the action into frame t (null for
         none); rewards (B,F) float and terminated (B,F) bool of the transition into frame t.
@@ -250,7 +262,7 @@ class FARModel(nn.Module):
         given as clean context and only the last denoised (with ``own_rollouts``' context).
         Returns {"loss": weighted sum to backward, "flow", "reward", "termination": detached};
         with ``keep_estimates`` also "estimates" (B,Fs,C,h,w), the clean frames the model
-        estimates for the short window (x_s - s v, with gradient), and "denoised" (B,Fs) bool,
+        estimates for the short window (x_s - s v as a frame, with gradient), and "denoised" (B,Fs) bool,
         which of them were denoised (an adversarial term scores those), "times" (B,Fs), the flow
         times they were denoised from, and "actions" (B,F,K), the actions as the model was given
         them (action dropout applied).
@@ -267,6 +279,8 @@ class FARModel(nn.Module):
         s = start * torch.sigmoid(cfg.flow_time_mean + self._draw(torch.randn, (b, n_frames), device, generator))
         clean = self._draw(torch.rand, (b, n_frames), device, generator) < cfg.clean_context_prob
         clean[:, :n_long] = True
+        if cfg.change_scale > 0:
+            clean[:, 0] = True  # a change needs a frame before it
         if last_frame_rows is not None:
             rows = last_frame_rows.to(device)
             clean[rows] = True
@@ -277,20 +291,24 @@ class FARModel(nn.Module):
         sigma = self._draw(torch.rand, (b, n_frames), device, generator) * cfg.context_noise
         level = torch.where(clean, sigma, s)[..., None, None, None]
         shown = x0 if context_latents is None else torch.where(clean[..., None, None, None], context_latents.float(), x0)
-        # A denoised frame's path runs from its source at s = 1 to x0; the frame before it is
-        # taken as the context shows it, as sampling takes its last context frame.
+        # A denoised frame's path runs from its source at s = 1 to its target, the frame or its
+        # change; the frame before it is taken as the context shows it, as sampling takes its
+        # last context frame.
         prev = torch.cat([x0[:, :1], shown[:, :-1]], dim=1)
-        source = torch.where(clean[..., None, None, None], eps, warm_start_source(eps, x0, prev, start))
-        x = (1 - level) * shown + level * source
+        target = as_generated(x0, prev, cfg.change_scale)
+        is_clean = clean[..., None, None, None]
+        source = torch.where(is_clean, eps, warm_start_source(eps, x0, prev, start))
+        x = (1 - level) * torch.where(is_clean, shown, target) + level * source
         timesteps = torch.where(clean, torch.full_like(s, CONTEXT), s)
         velocity, features = self.forward(x, actions, timesteps, context_levels=sigma)
 
         s_short = s[:, n_long:]
-        clean_estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
+        estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
         if cfg.prediction == "velocity":
-            per_frame = (velocity - (source - x0)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
+            per_frame = (velocity - (source - target)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
         else:
-            per_frame = (clean_estimate - x0[:, n_long:]).pow(2).mean(dim=(2, 3, 4)) * (0.9 * (1 - s_short) + 0.1)
+            per_frame = (estimate - target[:, n_long:]).pow(2).mean(dim=(2, 3, 4)) * (0.9 * (1 - s_short) + 0.1)
+        clean_estimate = from_generated(estimate, prev[:, n_long:], cfg.change_scale)
         denoised = (~clean[:, n_long:]).float()
         flow = (per_frame * denoised).sum() / denoised.sum().clamp_min(1.0)
         # The heads learn from every short-term frame, noisy ones weighted by how much of the

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from far_world.model.cache import KVCache, LeavingFrame
-from far_world.model.far import CONTEXT, LONG, FARModel
+from far_world.model.far import CONTEXT, LONG, FARModel, from_generated
 from far_world.model.rope import apply_rope, flex_rope_slopes
 from far_world.model.sampler import SamplingSettings, sample_euler
 
@@ -141,10 +141,11 @@ class CachedSampler:
         start = noise.to(device, torch.float32)
         if settings.start_time < 1.0:
             start = (1 - settings.start_time) * cache.short_latents[:, -1] + settings.start_time * start
-        latent = sample_euler(
+        generated = sample_euler(
             velocity, start, settings.steps, settings.guidance, settings.time_shift, settings.start_time,
             settings.guided_steps,
         )
+        latent = from_generated(generated, cache.short_latents[:, -1], cfg.change_scale)
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
         features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes)
         reward, termination_logit = model.heads(features)

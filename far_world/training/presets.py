@@ -142,8 +142,13 @@ class FARTrainConfig:
         if not 0.0 <= self.distill_prob <= 1.0 or self.distill_steps < 1 or self.distill_substeps < 1:
             got = f"{self.distill_prob}, {self.distill_steps}, {self.distill_substeps}"
             raise ValueError(f"need distill_prob in [0, 1] and distill_steps, distill_substeps >= 1, got {got}")
-        if self.distill_prob > 0 and self.far.warm_start_time < 1.0:
-            raise ValueError("distillation teaches the path from noise: it cannot train warm-start paths (far.warm_start_time)")
+        if self.distill_prob > 0 and (self.far.warm_start_time < 1.0 or self.far.change_scale > 0):
+            raise ValueError(
+                "distillation teaches the path from noise to the frame: it cannot train warm-start paths "
+                "(far.warm_start_time) or change prediction (far.change_scale)"
+            )
+        if self.self_context_prob > 0 and self.far.change_scale > 0:
+            raise ValueError("self_context_prob estimates whole frames: it cannot train change prediction (far.change_scale)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
