@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from far_world.model.cache import KVCache, LeavingFrame
-from far_world.model.far import CONTEXT, LONG, FARModel, from_generated
+from far_world.model.far import CONTEXT, LONG, FARModel, as_generated, from_generated
 from far_world.model.rope import apply_rope, flex_rope_slopes
 from far_world.model.sampler import SamplingSettings, sample_euler
 
@@ -138,14 +138,16 @@ class CachedSampler:
                 x_short, _ = model._trunk(no_long[:n], x[:, None], cond, (rope[0][:n], rope[1][:n]), mask[:n], layers)
                 return model._velocity(x_short, cond, x[:, None], t)[:, 0].float()
 
+        last = cache.short_latents[:, -1]
         start = noise.to(device, torch.float32)
-        if settings.start_time < 1.0:
-            start = (1 - settings.start_time) * cache.short_latents[:, -1] + settings.start_time * start
+        if settings.start_time < 1.0:  # from the last frame noised (for a change model: no change)
+            anchor = as_generated(last, last, cfg.change_scale)
+            start = (1 - settings.start_time) * anchor + settings.start_time * start
         generated = sample_euler(
             velocity, start, settings.steps, settings.guidance, settings.time_shift, settings.start_time,
             settings.guided_steps,
         )
-        latent = from_generated(generated, cache.short_latents[:, -1], cfg.change_scale)
+        latent = from_generated(generated, last, cfg.change_scale)
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
         features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes)
         reward, termination_logit = model.heads(features)
