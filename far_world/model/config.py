@@ -52,12 +52,13 @@ class FARConfig:
     # Warm-start paths (1 = off): a frame after another is trained on the straight path from
     # (1 - S) * the frame before + S * noise, at flow time S, to itself, the path that sampling
     # with start_time S walks; sampling then starts there by default. Sampling from such an
-    # anchor with a model trained only from noise holds the view still (docs/RESULTS.md).
+    # anchor with a model trained only from noise holds the view still; trained, the view moves
+    # but the sharpness of the still view is gone (docs/RESULTS.md), so it stays off.
     warm_start_time: float = 1.0
     # Change prediction (0 = off): a frame after another is generated as its change from the frame
     # before, divided by this scale (about the changes' std in the data, so that the flow sees
-    # unit variance), and sampling adds the change to the last context frame. What the model cannot
-    # place then stays as the frame before showed it, where generating the whole frame averages it away.
+    # unit variance), and sampling adds the change to the last context frame. On Minecraft its
+    # frames blurred as much and gathered grain in free play (docs/RESULTS.md), so it stays off.
     change_scale: float = 0.0
 
     rope_theta: float = 10000.0
