@@ -105,7 +105,9 @@ class CachedSampler:
         into the new frame, and with ``guidance_scope`` "all" everywhere (that branch's context then
         kept in the cache while w != 1, rebuilt from the held frames when w leaves 1).
         noise (B,C,h,w): the noise, drawn from ``generator`` if None; with ``settings.start_time``
-        s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise.
+        s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise
+        (a change model, ``change_scale`` > 0, from s0 * noise: no change). A change model's
+        result is added to the last context frame.
         """
         model, cfg, device, b = self.model, self.cfg, cache.device, cache.batch_size
         actions = model._action_components(actions.to(device), 1)
