@@ -15,6 +15,8 @@ from far_world.evaluation.action_following import shuffled_actions
 from far_world.evaluation.extrapolation import bucket_edges, bucket_means, training_clip_length
 from far_world.evaluation.inverse_dynamics import accuracy, chance_accuracy, rollout_pairs, train_idm
 from far_world.evaluation.memory import find_revisits
+from far_world.evaluation.metrics import psnr
+from far_world.evaluation.one_step import action_labels, evaluate_one_step
 from far_world.evaluation.rollouts import EvalWindows, load_windows, null_actions, rollout, rollout_contexts
 from far_world.evaluation.teco_protocol import TecoProtocol
 from far_world.world import WorldModel
@@ -57,6 +59,28 @@ def windows(maze_data) -> EvalWindows:
 
 
 # ----- rollouts -----
+
+
+def test_one_step_groups_every_window_under_its_action(tiny_ckpt, maze_data):
+    world = WorldModel.load(tiny_ckpt)
+    w = load_windows(maze_data / "test", context=4, horizon=1, max_windows=12, per_episode=4)
+    report = evaluate_one_step(world, w, batch_size=4)
+    groups = report.by_action
+    labels = action_labels(w.future_actions[:, 0], ACTIONS)
+    assert groups["all"]["count"] == len(w) == 12
+    assert {k: g["count"] for k, g in groups.items() if k != "all"} == {a: labels.count(a) for a in set(labels)}
+    # Every window of the group counts once, and its copy-last-frame PSNR is the real one.
+    for name, g in groups.items():
+        rows = np.arange(len(w)) if name == "all" else np.flatnonzero(np.array(labels) == name)
+        assert g["psnr_copy"] == pytest.approx(float(np.median(psnr(w.future_frames[rows, 0], w.context_frames[rows, -1]))))
+        assert 0.0 <= g["wins_over_copy"] <= 1.0
+
+
+def test_action_labels_name_one_component_actions_and_join_several():
+    assert action_labels(np.array([0, 2, 1]), ["noop", "left", "right"]) == ["noop", "right", "left"]
+    assert action_labels(np.array([[1, 0], [2, 1]]), ["a", "b", "c"]) == ["1,0", "2,1"]
+    # Names that do not cover the actions (a stale list) fall back to indices rather than fail.
+    assert action_labels(np.array([3]), ["a"]) == ["3"]
 
 
 def test_rollout_reproduces_world_model_steps(tiny_ckpt, windows):
@@ -214,7 +238,7 @@ def test_evaluate_quick_end_to_end(tiny_ckpt, maze_data, tmp_path):
     out = tmp_path / "eval"
     metrics = evaluate.main(["--ckpt", tiny_ckpt, "--data", str(maze_data), "--quick", "--out", str(out)])
     saved = json.loads((out / "metrics.json").read_text())
-    for key in ("fidelity", "actions", "memory", "extrapolation", "teco", "heads", "freeplay"):
+    for key in ("fidelity", "actions", "memory", "extrapolation", "teco", "heads", "freeplay", "onestep"):
         assert key in saved and "skipped" not in saved[key], key
     heads = saved["heads"]
     assert heads["episodes"] >= 1 and heads["transitions"] > heads["episodes"]
@@ -239,6 +263,9 @@ def test_evaluate_quick_end_to_end(tiny_ckpt, maze_data, tmp_path):
         name for name, figures in saved["freeplay"]["per_horizon"].items() if "psnr_median_gain_over_copy" in figures
     ]
     assert "median at each of steps 1.." in text
+    one_step = saved["onestep"]["by_action"]
+    assert one_step["all"]["count"] == saved["onestep"]["windows"]
+    assert "## One step from real context, by action" in text and (out / "onestep.png").stat().st_size > 1000
     assert metrics["command"].startswith("python train/evaluate.py")
 
 

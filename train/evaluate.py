@@ -13,6 +13,7 @@ Protocols (docs/evaluation.md says what each number means):
   teco           the FAR/TECO protocol (144 context + 156 predicted; FVD 36 + 264) on 300-frame videos
   heads          reward error and termination precision/recall, real frames as context
   freeplay       64 steps with the real game's actions: PSNR, sharpness, colour drift (median, wins), strip
+  onestep        one step from real context at 256 windows, grouped by the action: margin over copy-last-frame
 
 DATA is a dataset folder: DATA/test is scored, DATA/train trains the inverse-dynamics model,
 DATA/val (else DATA/train) tunes the FlexRoPE slope. Writes OUT/metrics.json, OUT/results.md

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display on servers, and no GUI toolkit to import
 import matplotlib.pyplot as plt  # noqa: E402
@@ -197,6 +198,23 @@ def _horizons_ahead_of_copy(m: dict, up_to: int = 16) -> str:
     )
 
 
+def _one_step(m: dict) -> str:
+    text = (
+        f"{m['windows']} windows: {m['context']} real context frames, then one step with the real "
+        "game's action, grouped by that action. Medians over the group's windows; \"margin\" is the "
+        "model's PSNR minus copy-last-frame's, window by window, and \"wins\" the share of windows where "
+        "the model is ahead; the ceiling is the autoencoder's reconstruction of the true frame.\n\n"
+    )
+    header = ["action", "windows", "PSNR model", "PSNR copy", "margin over copy", "wins over copy",
+              "ceiling margin", "sharpness ratio"]  # fmt: skip
+    rows = [
+        [name, g["count"], g["psnr_model"], g["psnr_copy"], g["margin_over_copy"], g["wins_over_copy"],
+         g["ceiling_margin_over_copy"], g["sharpness_ratio"]]
+        for name, g in m["by_action"].items()
+    ]  # fmt: skip
+    return text + _table(header, rows, 2)
+
+
 def _notes(notes: list[str]) -> str:
     return "".join(f"\n\n- {n}" if i == 0 else f"\n- {n}" for i, n in enumerate(notes))
 
@@ -209,6 +227,7 @@ SECTIONS = {
     "teco": ("FAR/TECO protocol", _teco),
     "heads": ("Reward and termination heads", _heads),
     "freeplay": ("Free play against the real game", _free_play),
+    "onestep": ("One step from real context, by action", _one_step),
 }
 
 
@@ -323,4 +342,17 @@ def save_plots(metrics: dict, out: str | Path) -> list[Path]:
         axes[2].set(xlabel="free-play step", ylabel="colour error (0-255)")
         axes[0].legend(fontsize=8)
         paths.append(_save(fig, out / "freeplay.png"))
+    if "by_action" in metrics.get("onestep", {}):
+        groups = metrics["onestep"]["by_action"]
+        names = list(groups)
+        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.3 * len(names)))
+        y = np.arange(len(names))
+        ax.barh(y, [groups[n]["margin_over_copy"] for n in names], label="model")
+        ax.scatter([groups[n]["ceiling_margin_over_copy"] for n in names], y, marker="|", s=120, color="black", label="autoencoder ceiling")
+        ax.axvline(0.0, color="grey", linewidth=0.8)
+        ax.set_yticks(y, [f"{n} ({groups[n]['count']})" for n in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set(xlabel="PSNR margin over copy-last-frame, median (dB)", title="one step from real context, by action")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / "onestep.png"))
     return paths

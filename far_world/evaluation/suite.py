@@ -27,13 +27,14 @@ from far_world.evaluation.i3d import MIN_FRAMES
 from far_world.evaluation.heads import evaluate_heads
 from far_world.evaluation.inverse_dynamics import InverseDynamics, TransitionSampler, accuracy, train_idm
 from far_world.evaluation.memory import collect_revisits, evaluate_memory, rollout_lengths
+from far_world.evaluation.one_step import evaluate_one_step
 from far_world.evaluation.perceptual import lpips_distance
 from far_world.evaluation.rollouts import EvalWindows, batch_steps, load_windows, rollout, rollout_contexts
 from far_world.evaluation.teco_protocol import TecoProtocol, count_videos, evaluate_teco
 from far_world.evaluation.video_metrics import MetricNets, fvd_skip_reason
 from far_world.world import WorldModel
 
-PROTOCOLS = ("fidelity", "actions", "memory", "extrapolation", "teco", "heads", "freeplay")
+PROTOCOLS = ("fidelity", "actions", "memory", "extrapolation", "teco", "heads", "freeplay", "onestep")
 
 
 @dataclass
@@ -83,6 +84,10 @@ class EvalConfig:
     freeplay_windows: int = 48
     freeplay_context: int = 16
     freeplay_horizon: int = 64
+    # One step from real context, grouped by the action taken: enough windows that the rarer
+    # actions of a 13-action game still get a dozen each.
+    onestep_windows: int = 256
+    onestep_context: int = 16
 
 
 QUICK = EvalConfig(
@@ -90,7 +95,7 @@ QUICK = EvalConfig(
     memory_revisits=2, memory_span=16, memory_lead=2, extrapolation_windows=2, extrapolation_context=2,
     extrapolation_factor=2, slope_candidates=(0.0, 0.1), sweep_windows=2, sweep_factor=2,
     teco_videos=2, teco_scale=0.04, heads_episodes=4,
-    freeplay_windows=4, freeplay_context=4, freeplay_horizon=8,
+    freeplay_windows=4, freeplay_context=4, freeplay_horizon=8, onestep_windows=6, onestep_context=4,
 )  # fmt: skip
 
 
@@ -219,6 +224,7 @@ class Evaluation:
             "teco": self._teco_job,
             "heads": self._heads_job,
             "freeplay": self._free_play_job,
+            "onestep": self._one_step_job,
         }
         jobs = []
         for name in self.cfg.protocols:
@@ -437,6 +443,20 @@ class Evaluation:
             return report.to_dict()
 
         return Job("freeplay", sum(lengths), seconds, run)
+
+    def _one_step_job(self, rates: Rates) -> Job | None:
+        c = self.cfg
+        per_episode = -(-c.onestep_windows // max(1, len(episode_paths(self.data.test))))
+        try:
+            w = load_windows(self.data.test, c.onestep_context, 1, c.onestep_windows, per_episode, c.seed)
+        except ValueError as exc:
+            self.skipped["onestep"] = str(exc)
+            return None
+
+        def run(bar: tqdm) -> dict:
+            return evaluate_one_step(self.world, w, seed=c.seed, batch_size=c.batch_size, bar=bar).to_dict()
+
+        return Job("onestep", len(w), rates.rollouts([1] * len(w), c.batch_size), run)
 
     # ----- running -----
 
