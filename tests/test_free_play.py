@@ -76,6 +76,15 @@ def test_strip_has_a_real_and_a_model_row_per_window(tmp_path):
     assert image.shape[0] == 14 + 4 * 64 + 4 and image.shape[1] == 56 + 2 * 65
 
 
+def test_strip_windows_are_spread_over_the_set(tmp_path):
+    truth = np.zeros((9, 4, 8, 8, 3), np.uint8)
+    predicted = np.arange(9, dtype=np.uint8)[:, None, None, None, None] * np.ones((9, 4, 8, 8, 3), np.uint8)
+    image = cv2.cvtColor(cv2.imread(str(save_strip(truth, predicted, tmp_path / "s.png", rows=3))), cv2.COLOR_BGR2RGB)
+    # Model rows sit below each real row: header 14, then per window 8 + 8 px and a 4 px gap.
+    shown = [int(image[14 + k * 20 + 8 + 4, 56 + 4, 0]) for k in range(3)]
+    assert shown == [0, 4, 8]
+
+
 def _free_play_metrics(path, psnr, sharpness, sources=("a@0", "b@0")):
     per_window = {"psnr": psnr, "sharpness_ratio": sharpness, "colour_error_late": [1.0] * len(psnr)}
     path.parent.mkdir(parents=True)

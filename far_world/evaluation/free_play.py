@@ -187,16 +187,17 @@ def save_strip(
     predicted: np.ndarray,
     path: str | Path,
     every: int = 4,
-    rows: int = 3,
+    rows: int = 6,
     scale: int = 1,
 ) -> Path:
-    """A PNG of real frames above the model's, for the first ``rows`` windows, one column every
-    ``every`` steps (steps every, 2*every, ...): uint8 (N, Hz, H, W, 3) each."""
+    """A PNG of real frames above the model's for ``rows`` windows spread evenly over the N
+    (windows are cut episode after episode: the first few would all show one place), one column
+    every ``every`` steps (steps every, 2*every, ...): uint8 (N, Hz, H, W, 3) each."""
     steps = np.arange(every - 1, truth.shape[1], every)
     h, w = truth.shape[2:4]
     gap, label_w = 4, 56
     blocks = []
-    for i in range(min(rows, len(truth))):
+    for i in np.unique(np.linspace(0, len(truth) - 1, min(rows, len(truth))).round().astype(int)):
         for name, video in (("real", truth[i]), ("model", predicted[i])):
             tiles = [np.pad(video[t], ((0, 0), (0, 1), (0, 0)), constant_values=255) for t in steps]
             row = np.concatenate(tiles, axis=1)
