@@ -1,10 +1,13 @@
 """Cached autoregressive inference against full recomputation, and the cache's bounded size."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 from conftest import random_far_model
 
-from far_world.model.far import CONTEXT, FARModel
+from far_world.model.far import CONTEXT, GENERATED, FARModel
 from far_world.model.inference import CachedSampler
 from far_world.model.rope import flex_rope_slopes
 from far_world.model.sampler import SamplingSettings, sample_euler
@@ -29,10 +32,13 @@ def reference_rollout(
 
     latents (T,C,h,w), actions (T,) context; next_actions (N,), noises (N,C,h,w); the
     unconditional row has the null action everywhere (scope "all") or into the new frame only.
+    Generated frames are marked GENERATED as context if the model is told its own frames.
     Returns latents (N,C,h,w), rewards (N,), termination probabilities (N,).
     """
     null = int(model.null_action)
     seq, acts = latents[None], actions[None]
+    own = GENERATED if model.cfg.mark_generated else CONTEXT
+    marks = torch.full((1, len(latents)), CONTEXT)
     frames, rewards, terms = [], [], []
     with torch.no_grad():
         for action, noise in zip(next_actions, noises):
@@ -46,17 +52,17 @@ def reference_rollout(
                     act[1:] = null
                 else:
                     act[1:, -1] = null
-                ts = torch.full(act.shape, CONTEXT)
-                ts[:, -1] = s
+                ts = torch.cat([marks, torch.full((1, 1), s)], dim=1).expand(rows, -1)
                 return model.velocity(lat, act, ts, flex_rope_slope=slope)[:, -1]
 
             x = sample_euler(velocity, noise[None], steps, guidance, guided_steps=guided_steps)
             seq = torch.cat([seq, x[:, None]], dim=1)
+            marks = torch.cat([marks, torch.full((1, 1), own)], dim=1)
             # The heads read the new frame as clean context one frame before the end of the
             # short window (where the cache's re-encoding sees it): a placeholder frame after it
             # shifts the window, and causality keeps it from changing the new frame's features.
             padded, padded_acts = torch.cat([seq, seq[:, -1:]], dim=1), torch.cat([acts, acts[:, -1:]], dim=1)
-            _, features = model(padded, padded_acts, torch.full(padded_acts.shape, CONTEXT), flex_rope_slope=slope)
+            _, features = model(padded, padded_acts, torch.cat([marks, marks[:, -1:]], dim=1), flex_rope_slope=slope)
             reward, logit = model.heads(features[:, -2])
             frames.append(x[0])
             rewards.append(reward[0])
@@ -80,6 +86,30 @@ def _clip(g, batch, frames, cfg):
 )  # fmt: skip
 def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning, prediction, scope, guided_steps):
     model = random_model(token_conditioning=token_conditioning, prediction=prediction)
+    _assert_cached_equals_reference(model, guidance, slope, scope, guided_steps)
+
+
+@pytest.mark.parametrize("guidance, scope", [(1.0, "all"), (2.0, "frame"), (2.0, "all")])
+def test_a_model_told_its_own_frames_sees_them_marked_as_the_reference_does(guidance, scope):
+    model = random_model(mark_generated=True)
+    _assert_cached_equals_reference(model, guidance, 0.0, scope, None)
+    # The marker is seen: the same weights shown their own frames as given ones generate others.
+    told, untold = model, copy.deepcopy(model)
+    untold.cfg = dataclasses.replace(untold.cfg, mark_generated=False)
+    g = torch.Generator().manual_seed(1)
+    context, context_actions = _clip(g, 1, 2, told.cfg)
+    noise = torch.randn(3, 1, told.cfg.latent_channels, told.cfg.latent_size, told.cfg.latent_size, generator=g)
+    frames = []
+    for m in (told, untold):
+        sampler, drawn = CachedSampler(m), settings(3, guidance, scope=scope)
+        state = sampler.new_cache(1)
+        sampler.prefill(state, context, context_actions, drawn)
+        frames.append([sampler.generate(state, torch.tensor([1]), drawn, noise=noise[i]).latents for i in range(3)])
+    assert (frames[0][0] - frames[1][0]).abs().max() < ATOL  # nothing generated in the context yet
+    assert (frames[0][2] - frames[1][2]).abs().max() > 1e-3
+
+
+def _assert_cached_equals_reference(model, guidance, slope, scope, guided_steps):
     sampler, drawn = CachedSampler(model), settings(3, guidance, slope, scope, guided_steps)
     cfg = model.cfg
     g = torch.Generator().manual_seed(1)

@@ -5,7 +5,7 @@ import torch
 from conftest import random_far_model
 
 from far_world.model.config import FARConfig
-from far_world.model.far import CONTEXT, FARModel, timestep_embedding, warm_start_source
+from far_world.model.far import CONTEXT, GENERATED, FARModel, timestep_embedding, warm_start_source
 from far_world.model.heads import head_losses
 from far_world.model.inference import CachedSampler
 from far_world.model.sampler import SamplingSettings, flow_times, guide, sample_euler
@@ -201,6 +201,27 @@ def test_warm_start_training_draws_flow_times_below_the_start_for_frames_after_t
     assert float(s[:, 1:].max()) <= 0.5 and float(s[:, 0].max()) > 0.5  # the first frame has no frame before it
 
 
+@pytest.mark.parametrize("mark", [False, True])
+def test_frames_shown_as_the_models_own_are_marked_if_it_is_told(mark):
+    times = _training_flow_times(random_far_model(mark_generated=mark, clean_context_prob=0.5, short_window=8), own_frames=(5,))
+    clean = times < 0
+    assert clean[:, 5].any() and clean[:, 4].any()
+    assert (times[clean[:, 5], 5] == (GENERATED if mark else CONTEXT)).all()
+    assert (times[clean[:, 4], 4] == CONTEXT).all()  # given as it is
+
+
+def test_weights_without_the_generated_marker_load_with_it_as_context():
+    old = random_far_model()
+    told = FARModel(FARConfig(**{**old.cfg.to_dict(), "mark_generated": True})).eval()
+    told.load_state_dict(old.state_dict())
+    kinds = told.conditioner.kind.weight
+    assert kinds.shape[0] == 4 and torch.equal(kinds[3], kinds[1])
+    latents, actions, timesteps = _inputs(old)
+    marked = timesteps.clone()
+    marked[:, 0] = GENERATED
+    assert torch.allclose(told(latents, actions, marked)[0], old(latents, actions, timesteps)[0], atol=1e-6)
+
+
 def test_a_change_model_adds_what_it_generates_to_the_last_context_frame():
     plain = random_far_model()
     change = FARModel(FARConfig(**{**plain.cfg.to_dict(), "change_scale": 0.5})).eval()
@@ -291,8 +312,9 @@ def test_tiny_model_overfits_a_clip_and_its_cached_rollout_reproduces_it(
     assert (torch.cat(predicted) - rewards[0, 2:]).abs().max() < 0.3
 
 
-def _training_flow_times(model: FARModel) -> torch.Tensor:
-    """The flow times (64, 8) that one training loss on 64 clips of 8 frames gives the model."""
+def _training_flow_times(model: FARModel, own_frames: tuple[int, ...] = ()) -> torch.Tensor:
+    """The flow times (64, 8) that one training loss on 64 clips of 8 frames gives the model,
+    with the frames ``own_frames`` shown as context the model made (other numbers than the truth)."""
     seen = []
     forward = model.forward
 
@@ -303,7 +325,12 @@ def _training_flow_times(model: FARModel) -> torch.Tensor:
     model.forward = spy
     latents = torch.randn(64, 8, 4, 8, 8)
     actions = torch.zeros(64, 8, dtype=torch.long)
-    out = model.training_loss(latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0))
+    shown = latents.clone()
+    shown[:, list(own_frames)] += 1.0
+    out = model.training_loss(
+        latents, actions, torch.zeros(64, 8), torch.zeros(64, 8, dtype=torch.bool), torch.Generator().manual_seed(0),
+        context_latents=shown if own_frames else None,
+    )  # fmt: skip
     assert torch.isfinite(out["loss"])
     return seen[0]
 

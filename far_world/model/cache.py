@@ -72,6 +72,8 @@ class KVCache:
         self.short_latents = torch.zeros(b, ctx, c, n, n, device=self.device)
         self.short_actions = self.null_actions((b, ctx))
         self.short_levels = torch.zeros(b, ctx, device=self.device)
+        # Which short-window frames the model generated (the rest were given: a prefill, an observation).
+        self.short_generated = torch.zeros(b, ctx, dtype=torch.bool, device=self.device)
         self.next_frame = torch.zeros(b, **long_)
 
     @property
@@ -138,6 +140,7 @@ class KVCache:
         self.short_latents[rows, first_short:] = latents[:, n_long:]
         self.short_actions[rows, first_short:] = actions[:, n_long:]
         self.short_levels[rows, first_short:] = levels[:, n_long:]
+        self.short_generated[rows] = False
         self.next_frame[rows] = n_frames
         long_actions = self.null_actions((n_rows, self.slots))
         long_actions[:, :n_long] = actions[:, :n_long]
@@ -161,10 +164,10 @@ class KVCache:
         self.long_latents = pad(self.long_latents, 1, 1)
         self.long_levels = pad(self.long_levels, 1, 1)
 
-    def push_short(self, latent: Tensor, action: Tensor, level: Tensor) -> LeavingFrame:
+    def push_short(self, latent: Tensor, action: Tensor, level: Tensor, generated: bool = False) -> LeavingFrame:
         """Append a frame to every row's short window; return the frame that leaves it.
 
-        latent (B,C,h,w), action (B,K), level (B,).
+        latent (B,C,h,w), action (B,K), level (B,); ``generated``: the model made the frame.
         """
         frames = torch.cat([self.short_frame, self.next_frame[:, None]], dim=1)
         latents = torch.cat([self.short_latents, latent[:, None]], dim=1)
@@ -173,6 +176,7 @@ class KVCache:
         leaving = LeavingFrame(latents[:, 0], actions[:, 0], levels[:, 0], frames[:, 0], frames[:, 0] >= 0)
         self.short_frame, self.short_latents = frames[:, 1:], latents[:, 1:]
         self.short_actions, self.short_levels = actions[:, 1:], levels[:, 1:]
+        self.short_generated = torch.cat([self.short_generated[:, 1:], self.short_generated.new_full((self.batch_size, 1), generated)], dim=1)
         self.next_frame = self.next_frame + 1
         return leaving
 

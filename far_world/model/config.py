@@ -60,6 +60,11 @@ class FARConfig:
     # unit variance), and sampling adds the change to the last context frame. On Minecraft its
     # frames blurred as much and gathered grain in free play (docs/RESULTS.md), so it stays off.
     change_scale: float = 0.0
+    # Tell the model which context frames it generated itself (their own marker, GENERATED)
+    # from the frames it was given (CONTEXT). Trained on its own rollouts, a model learns that
+    # context frames can be wrong and stops carrying their detail over, even from the real frames
+    # a world starts from; told which are which, it need not. Off: every context frame is CONTEXT.
+    mark_generated: bool = False
 
     rope_theta: float = 10000.0
     # FlexRoPE test-time temporal decay: logit bias -slope * (query frame - key frame); 0 = plain RoPE.

@@ -5,7 +5,8 @@ Training and the uncached reference (:meth:`FARModel.forward`) see whole clips: 
 (far_world.model.inference) produces the same numbers one frame at a time from a KV cache.
 
 A frame's timestep says what it is: a flow time s in [0, 1] for a frame being denoised,
-CONTEXT (-1) for a clean short-term context frame, LONG (-2) for a long-term frame. The
+CONTEXT (-1) for a clean short-term context frame, LONG (-2) for a long-term frame, and with
+``mark_generated`` GENERATED (-3) for a clean short-term frame the model generated itself. The
 markers get their own learned embeddings: clean context is distinct from "almost denoised"
 (s = 0), and FAR trains it with probability ``clean_context_prob`` so that inference, whose
 context is always clean, stays in distribution. With context-noise augmentation a context
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ from far_world.model.transformer import FARBlock, FinalLayer, patchify, unpatchi
 
 CONTEXT = -1.0
 LONG = -2.0
+GENERATED = -3.0
 # The least flow time a clean-frame prediction is divided by: far below any flow time a denoised
 # frame meets in training or sampling; it only keeps context frames (no flow time) finite.
 MIN_FLOW_TIME = 1e-4
@@ -66,16 +69,26 @@ def from_generated(generated: Tensor, prev: Tensor, change_scale: float) -> Tens
 class FrameConditioner(nn.Module):
     """A frame's conditioning vector: flow-time MLP + frame-kind embedding + summed action embeddings."""
 
-    def __init__(self, width: int, action_nvec: Sequence[int], freq_dim: int = 256) -> None:
+    def __init__(self, width: int, action_nvec: Sequence[int], freq_dim: int = 256, mark_generated: bool = False) -> None:
         super().__init__()
         self.freq_dim = freq_dim
         self.time_mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
-        # Kinds: 0 a frame being denoised, 1 clean context (CONTEXT), 2 long-term (LONG).
-        self.kind = nn.Embedding(3, width)
+        # Kinds: 0 a frame being denoised, 1 clean context (CONTEXT), 2 long-term (LONG), and
+        # with ``mark_generated`` 3 the model's own frame as context (GENERATED).
+        self.kind = nn.Embedding(4 if mark_generated else 3, width)
         # One table per action component, each with a null row (index nvec[k]), stored as one.
         sizes = [n + 1 for n in action_nvec]
         self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
         self.action = nn.Embedding(sum(sizes), width)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Weights from a model without the GENERATED kind start it as CONTEXT: fine-tuning
+        # begins from exactly the model it was given.
+        key = prefix + "kind.weight"
+        stored = state_dict.get(key)
+        if stored is not None and stored.shape[0] == 3 and self.kind.num_embeddings == 4:
+            state_dict[key] = torch.cat([stored, stored[1:2]])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, timesteps: Tensor, levels: Tensor, actions: Tensor) -> Tensor:
         """timesteps (B,F) flow time or marker; levels (B,F) noise level told to the model
@@ -94,7 +107,7 @@ class FARModel(nn.Module):
         c, p, lp, d = cfg.latent_channels, cfg.patch_size, cfg.long_patch_size, cfg.width
         self.embed_short = nn.Linear(c * p * p, d)
         self.embed_long = nn.Linear(c * lp * lp, d)
-        self.conditioner = FrameConditioner(d, cfg.action_nvec)
+        self.conditioner = FrameConditioner(d, cfg.action_nvec, mark_generated=cfg.mark_generated)
         self.cond_to_tokens = nn.Linear(d, d) if cfg.token_conditioning else None
         self.blocks = nn.ModuleList(FARBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * p * p)
@@ -201,7 +214,8 @@ class FARModel(nn.Module):
         """Velocities and features of a clip's short-term frames, all frames at once.
 
         latents (B,F,C,h,w); actions (B,F) or (B,F,K), the action into each frame (null if none);
-        timesteps (B,F): flow time s in [0,1] of a frame to denoise, or CONTEXT (-1); the first
+        timesteps (B,F): flow time s in [0,1] of a frame to denoise, or CONTEXT (-1) (GENERATED, -3,
+        for the model's own frames with ``mark_generated``); the first
         F - short_window frames are long-term whatever their timestep. context_levels (B,F): the
         noise level of context frames (context-noise augmentation), zero if None.
         flex_rope_slope: FlexRoPE's slope(s), the config's (0 unless set) if None.
@@ -299,7 +313,14 @@ class FARModel(nn.Module):
         is_clean = clean[..., None, None, None]
         source = torch.where(is_clean, eps, warm_start_source(eps, x0, prev, start))
         x = (1 - level) * torch.where(is_clean, shown, target) + level * source
+        # Clean frames shown as the model's own (a rollout, an estimate) rather than as they are.
+        if context_latents is None:
+            untrue = torch.zeros_like(clean)
+        else:
+            untrue = (shown != x0).flatten(2).any(dim=2) & clean
         timesteps = torch.where(clean, torch.full_like(s, CONTEXT), s)
+        if cfg.mark_generated:
+            timesteps = torch.where(untrue, torch.full_like(s, GENERATED), timesteps)
         velocity, features = self.forward(x, actions, timesteps, context_levels=sigma)
 
         s_short = s[:, n_long:]
@@ -318,9 +339,7 @@ class FARModel(nn.Module):
         # do not count down in free play), so learning from it teaches the heads to guess.
         reward, termination_logit = self.heads(features)
         weight = torch.where(clean[:, n_long:], torch.ones_like(s[:, n_long:]), 1 - s[:, n_long:])
-        if context_latents is not None:
-            untrue = (shown != x0).flatten(2).any(dim=2) & clean
-            weight = weight * (~untrue[:, n_long:]).float()
+        weight = weight * (~untrue[:, n_long:]).float()
         reward_loss, termination_loss = head_losses(
             reward, termination_logit, rewards[:, n_long:].to(device), terminated[:, n_long:].to(device), weight,
             cfg.termination_pos_weight,

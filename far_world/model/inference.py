@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from far_world.model.cache import KVCache, LeavingFrame
-from far_world.model.far import CONTEXT, LONG, FARModel, as_generated, from_generated
+from far_world.model.far import CONTEXT, GENERATED, LONG, FARModel, as_generated, from_generated
 from far_world.model.rope import apply_rope, flex_rope_slopes
 from far_world.model.sampler import SamplingSettings, sample_euler
 
@@ -151,7 +151,7 @@ class CachedSampler:
         )
         latent = from_generated(generated, last, cfg.change_scale)
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
-        features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes)
+        features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes, generated=True)
         reward, termination_logit = model.heads(features)
         return Generation(latent, reward, torch.sigmoid(termination_logit))
 
@@ -163,7 +163,7 @@ class CachedSampler:
         actions = self.model._action_components(actions.to(cache.device), 1)
         level = torch.zeros(cache.batch_size, device=cache.device)
         slopes = flex_rope_slopes(settings.flex_rope_slope, self.cfg.heads, cache.device)
-        features = self._append(cache, latents.to(cache.device, torch.float32), actions, level, slopes)
+        features = self._append(cache, latents.to(cache.device, torch.float32), actions, level, slopes, generated=False)
         reward, termination_logit = self.model.heads(features)
         return Generation(latents, reward, torch.sigmoid(termination_logit))
 
@@ -173,14 +173,18 @@ class CachedSampler:
             return actions
         return torch.cat([actions, cache.null_actions(tuple(actions.shape[:-1]))])
 
-    def _context_timesteps(self, levels: Tensor) -> Tensor:
-        """The markers (R,T) of short-window context frames noised to ``levels`` (R,T).
+    def _context_timesteps(self, levels: Tensor, generated: Tensor) -> Tensor:
+        """The markers (R,T) of short-window context frames noised to ``levels`` (R,T), of which
+        the model made those flagged in ``generated`` (R,T) bool.
 
         A model trained with context-noise augmentation reads a noised context frame as context
         told its level. One trained without it met noisy earlier frames only as frames being
         denoised (diffusion forcing), so a noised frame is shown to it as one, at its flow time.
+        A model trained with ``mark_generated`` is told which frames are its own.
         """
         context = torch.full_like(levels, CONTEXT)
+        if self.cfg.mark_generated:
+            context = torch.where(generated, GENERATED, context)
         if self.cfg.context_noise > 0:
             return context
         return torch.where(levels > 0, levels, context)
@@ -221,12 +225,15 @@ class CachedSampler:
             past.append((apply_rope(k, cos, sin), v))
         return past, pos.repeat(n, 1), valid.repeat(n, 1)
 
-    def _append(self, cache: KVCache, latent: Tensor, actions: Tensor, level: Tensor, slopes: Tensor | None) -> Tensor:
-        """Add a finished frame (B,C,h,w) with its action (B,K) and noise level (B,) to the context:
+    def _append(
+        self, cache: KVCache, latent: Tensor, actions: Tensor, level: Tensor, slopes: Tensor | None, generated: bool
+    ) -> Tensor:
+        """Add a finished frame (B,C,h,w) with its action (B,K) and noise level (B,) to the context,
+        ``generated`` by the model or given:
         the oldest short-term frame moves to the long-term ring (or is dropped without long-term
         context) and the short window is re-encoded. Returns the new frame's pooled features (B,D)
         from that re-encoding, for the heads."""
-        leaving = cache.push_short(latent, actions, level)
+        leaving = cache.push_short(latent, actions, level, generated)
         if cache.long_context and bool(leaving.valid.any()):
             return self._migrate_and_reencode(cache, leaving, slopes)
         return self._reencode_short(cache, slopes)
@@ -256,7 +263,7 @@ class CachedSampler:
         mask = mask & ~hidden if mask.dtype == torch.bool else mask.masked_fill(hidden, float("-inf"))
         actions = self._branch_actions(cache, torch.cat([leaving.action[:, None], cache.short_actions], dim=1))
         timesteps = torch.cat(
-            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels).repeat(n, 1)],
+            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels, cache.short_generated).repeat(n, 1)],
             dim=1,
         )
         levels = torch.cat([leaving.level[:, None], cache.short_levels], dim=1).repeat(n, 1)
@@ -291,7 +298,7 @@ class CachedSampler:
         valid = (cache.short_frame >= 0).repeat(n, 1)
         rope, mask = self.layout.attention(pos[:, :0], pos, slopes, valid[:, :0], valid, key_pos, key_valid)
         actions = self._branch_actions(cache, cache.short_actions)
-        timesteps = self._context_timesteps(cache.short_levels).repeat(n, 1)
+        timesteps = self._context_timesteps(cache.short_levels, cache.short_generated).repeat(n, 1)
         latents = cache.short_latents.repeat(n, 1, 1, 1, 1)
         with model._autocast(cache.device):
             cond = F.silu(model.conditioner(timesteps, cache.short_levels.repeat(n, 1), actions))
@@ -327,7 +334,7 @@ class CachedSampler:
             ]
         )
         timesteps = torch.cat(
-            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels[idx]).repeat(n, 1)],
+            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels[idx], cache.short_generated[idx]).repeat(n, 1)],
             dim=1,
         )
         levels = torch.cat([cache.long_levels[idx], cache.short_levels[idx]], dim=1).repeat(n, 1)
