@@ -64,8 +64,11 @@ def windows(maze_data) -> EvalWindows:
 def test_one_step_groups_every_window_under_its_action(tiny_ckpt, maze_data):
     world = WorldModel.load(tiny_ckpt)
     w = load_windows(maze_data / "test", context=4, horizon=1, max_windows=12, per_episode=4)
-    report = evaluate_one_step(world, w, batch_size=4)
+    report, frames = evaluate_one_step(world, w, batch_size=4)
     groups = report.by_action
+    assert report.labels == action_labels(w.future_actions[:, 0], ACTIONS)
+    assert set(frames) == {"truth", "model", "copy_last_frame", "autoencoder_ceiling"}
+    assert all(f.shape == (12, 64, 64, 3) for f in frames.values())
     labels = action_labels(w.future_actions[:, 0], ACTIONS)
     assert groups["all"]["count"] == len(w) == 12
     assert {k: g["count"] for k, g in groups.items() if k != "all"} == {a: labels.count(a) for a in set(labels)}
@@ -266,6 +269,7 @@ def test_evaluate_quick_end_to_end(tiny_ckpt, maze_data, tmp_path):
     one_step = saved["onestep"]["by_action"]
     assert one_step["all"]["count"] == saved["onestep"]["windows"]
     assert "## One step from real context, by action" in text and (out / "onestep.png").stat().st_size > 1000
+    assert (out / "onestep_frames.png").stat().st_size > 1000
     assert metrics["command"].startswith("python train/evaluate.py")
 
 

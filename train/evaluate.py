@@ -38,6 +38,7 @@ import torch
 from far_world.data.episodes import check_same_actions
 from far_world.files import atomic_write
 from far_world.evaluation.free_play import save_strip
+from far_world.evaluation.one_step import save_one_step_frames
 from far_world.evaluation.report import markdown_report, save_plots
 from far_world.evaluation.suite import PROTOCOLS, QUICK, DataSplits, EvalConfig, Evaluation
 from far_world.evaluation.video_metrics import load_metric_nets
@@ -143,6 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     plots = save_plots(metrics, out)
     if evaluation.free_play_frames is not None:
         plots.append(save_strip(*evaluation.free_play_frames, out / "freeplay_strip.png"))
+    if evaluation.one_step_frames is not None:
+        frames, labels, action = evaluation.one_step_frames
+        plots.append(save_one_step_frames(frames, labels, out / "onestep_frames.png", action=action))
     print(f"wrote {out / 'metrics.json'}, {out / 'results.md'} and {len(plots)} plots in {metrics['total_seconds']:.0f} s")
     return metrics
 

@@ -10,8 +10,10 @@ follow the action), and the two call for different cures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -41,9 +43,17 @@ class OneStepReport:
     context: int
     by_action: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # each window's action
+
+    @property
+    def most_common_action(self) -> str:
+        return max((k for k in self.by_action if k != ALL), key=lambda k: self.by_action[k]["count"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"windows": self.windows, "context": self.context, "by_action": self.by_action, "sources": self.sources}
+        return {
+            "windows": self.windows, "context": self.context, "by_action": self.by_action,
+            "sources": self.sources, "labels": self.labels,
+        }  # fmt: skip
 
 
 def _group_figures(truth: np.ndarray, frames: dict[str, np.ndarray], frame_psnr: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -65,9 +75,10 @@ def _group_figures(truth: np.ndarray, frames: dict[str, np.ndarray], frame_psnr:
 
 def evaluate_one_step(
     world: WorldModel, windows: EvalWindows, seed: int = 0, batch_size: int = 8, bar: tqdm | None = None
-) -> OneStepReport:
+) -> tuple[OneStepReport, dict[str, np.ndarray]]:
     """Predict the first future frame of every window (from its real context and true action)
-    and score it against copy-last-frame and the autoencoder's reconstruction, per action."""
+    and score it against copy-last-frame and the autoencoder's reconstruction, per action.
+    Returns the report and the frames (N,H,W,3) of the truth and of each predictor, for a picture."""
     truth = windows.future_frames[:, 0]
     first = EvalWindows(
         windows.context_frames, windows.context_actions, windows.future_frames[:, :1], windows.future_actions[:, :1],
@@ -79,8 +90,11 @@ def evaluate_one_step(
         "autoencoder_ceiling": autoencoder_reconstruction(world, truth),
     }
     frame_psnr = {name: psnr(truth, f) for name, f in frames.items()}
-    labels = np.array(action_labels(first.future_actions[:, 0], world.action_names))
-    report = OneStepReport(windows=len(truth), context=windows.context_frames.shape[1], sources=list(windows.sources))
+    names = action_labels(first.future_actions[:, 0], world.action_names)
+    labels = np.array(names)
+    report = OneStepReport(
+        windows=len(truth), context=windows.context_frames.shape[1], sources=list(windows.sources), labels=names
+    )
     report.by_action[ALL] = _group_figures(truth, frames, frame_psnr)
     order = dict.fromkeys(world.action_names)  # the space's order first, then any other labels
     for label in [*[n for n in order if n in labels], *sorted(set(labels) - set(order))]:
@@ -88,4 +102,30 @@ def evaluate_one_step(
         report.by_action[str(label)] = _group_figures(
             truth[rows], {k: v[rows] for k, v in frames.items()}, {k: v[rows] for k, v in frame_psnr.items()}
         )
-    return report
+    return report, {"truth": truth, **frames}
+
+
+def save_one_step_frames(
+    frames: dict[str, np.ndarray], labels: list[str], path: str | Path, action: str | None = None, rows: int = 8
+) -> Path:
+    """A PNG of ``rows`` windows spread over those whose action is ``action`` (None: all), one per
+    row: the last context frame, the truth, the autoencoder's reconstruction and the model's frame."""
+    picked = [i for i, label in enumerate(labels) if action is None or label == action]
+    if not picked:
+        raise ValueError(f"no window with the action {action!r}")
+    picked = [picked[int(round(j))] for j in np.linspace(0, len(picked) - 1, min(rows, len(picked)))]
+    columns = (("last frame", "copy_last_frame"), ("real", "truth"), ("autoencoder", "autoencoder_ceiling"), ("model", "model"))
+    h, w = frames["truth"].shape[1:3]
+    header = np.full((14, len(columns) * (w + 1), 3), 255, np.uint8)
+    for j, (title, _) in enumerate(columns):
+        cv2.putText(header, title, (j * (w + 1) + 2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1, cv2.LINE_AA)
+    lines = [header]
+    for i in picked:
+        tiles = [np.pad(frames[key][i], ((0, 1), (0, 1), (0, 0)), constant_values=255) for _, key in columns]
+        lines.append(np.concatenate(tiles, axis=1))
+    image = cv2.resize(np.concatenate(lines, axis=0), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path

@@ -212,7 +212,9 @@ def _one_step(m: dict) -> str:
          g["ceiling_margin_over_copy"], g["sharpness_ratio"]]
         for name, g in m["by_action"].items()
     ]  # fmt: skip
-    return text + _table(header, rows, 2)
+    common = max((k for k in m["by_action"] if k != "all"), key=lambda k: m["by_action"][k]["count"], default=None)
+    picture = f"\n\n`onestep_frames.png`: windows of the commonest action ({common}), last frame, truth, autoencoder, model." if common else ""
+    return text + _table(header, rows, 2) + picture
 
 
 def _notes(notes: list[str]) -> str:

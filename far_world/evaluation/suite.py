@@ -161,6 +161,8 @@ class Evaluation:
         self._true_rollout: np.ndarray | None = None
         # The free-play windows' real and generated futures, (N, Hz, H, W, 3) each, for the strip.
         self.free_play_frames: tuple[np.ndarray, np.ndarray] | None = None
+        # The one-step protocol's frames by predictor, each window's action, and the commonest action.
+        self.one_step_frames: tuple[dict[str, np.ndarray], list[str], str] | None = None
 
     # ----- sizing -----
 
@@ -454,7 +456,9 @@ class Evaluation:
             return None
 
         def run(bar: tqdm) -> dict:
-            return evaluate_one_step(self.world, w, seed=c.seed, batch_size=c.batch_size, bar=bar).to_dict()
+            report, frames = evaluate_one_step(self.world, w, seed=c.seed, batch_size=c.batch_size, bar=bar)
+            self.one_step_frames = (frames, report.labels, report.most_common_action)
+            return report.to_dict()
 
         return Job("onestep", len(w), rates.rollouts([1] * len(w), c.batch_size), run)
 
