@@ -176,7 +176,8 @@ class KVCache:
         leaving = LeavingFrame(latents[:, 0], actions[:, 0], levels[:, 0], frames[:, 0], frames[:, 0] >= 0)
         self.short_frame, self.short_latents = frames[:, 1:], latents[:, 1:]
         self.short_actions, self.short_levels = actions[:, 1:], levels[:, 1:]
-        self.short_generated = torch.cat([self.short_generated[:, 1:], self.short_generated.new_full((self.batch_size, 1), generated)], dim=1)
+        newest = self.short_generated.new_full((self.batch_size, 1), generated)
+        self.short_generated = torch.cat([self.short_generated[:, 1:], newest], dim=1)
         self.next_frame = self.next_frame + 1
         return leaving
 

@@ -69,7 +69,9 @@ def from_generated(generated: Tensor, prev: Tensor, change_scale: float) -> Tens
 class FrameConditioner(nn.Module):
     """A frame's conditioning vector: flow-time MLP + frame-kind embedding + summed action embeddings."""
 
-    def __init__(self, width: int, action_nvec: Sequence[int], freq_dim: int = 256, mark_generated: bool = False) -> None:
+    def __init__(
+        self, width: int, action_nvec: Sequence[int], freq_dim: int = 256, mark_generated: bool = False
+    ) -> None:
         super().__init__()
         self.freq_dim = freq_dim
         self.time_mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))

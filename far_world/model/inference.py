@@ -228,11 +228,10 @@ class CachedSampler:
     def _append(
         self, cache: KVCache, latent: Tensor, actions: Tensor, level: Tensor, slopes: Tensor | None, generated: bool
     ) -> Tensor:
-        """Add a finished frame (B,C,h,w) with its action (B,K) and noise level (B,) to the context,
-        ``generated`` by the model or given:
-        the oldest short-term frame moves to the long-term ring (or is dropped without long-term
-        context) and the short window is re-encoded. Returns the new frame's pooled features (B,D)
-        from that re-encoding, for the heads."""
+        """Add a finished frame (B,C,h,w) with its action (B,K) and noise level (B,), ``generated``
+        by the model or given, to the context: the oldest short-term frame moves to the long-term
+        ring (or is dropped without long-term context) and the short window is re-encoded. Returns
+        the new frame's pooled features (B,D) from that re-encoding, for the heads."""
         leaving = cache.push_short(latent, actions, level, generated)
         if cache.long_context and bool(leaving.valid.any()):
             return self._migrate_and_reencode(cache, leaving, slopes)
@@ -262,10 +261,8 @@ class CachedSampler:
         hidden = window_queries[None, None, :, None] & overwritten.repeat(n, 1)[:, None, None, :]
         mask = mask & ~hidden if mask.dtype == torch.bool else mask.masked_fill(hidden, float("-inf"))
         actions = self._branch_actions(cache, torch.cat([leaving.action[:, None], cache.short_actions], dim=1))
-        timesteps = torch.cat(
-            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels, cache.short_generated).repeat(n, 1)],
-            dim=1,
-        )
+        short_timesteps = self._context_timesteps(cache.short_levels, cache.short_generated).repeat(n, 1)
+        timesteps = torch.cat([torch.full(long_pos.shape, LONG, device=cache.device), short_timesteps], dim=1)
         levels = torch.cat([leaving.level[:, None], cache.short_levels], dim=1).repeat(n, 1)
         long_latent = leaving.latent[:, None].repeat(n, 1, 1, 1, 1)
         with model._autocast(cache.device):
@@ -333,10 +330,8 @@ class CachedSampler:
                 for branch in branches
             ]
         )
-        timesteps = torch.cat(
-            [torch.full(long_pos.shape, LONG, device=cache.device), self._context_timesteps(cache.short_levels[idx], cache.short_generated[idx]).repeat(n, 1)],
-            dim=1,
-        )
+        short_timesteps = self._context_timesteps(cache.short_levels[idx], cache.short_generated[idx]).repeat(n, 1)
+        timesteps = torch.cat([torch.full(long_pos.shape, LONG, device=cache.device), short_timesteps], dim=1)
         levels = torch.cat([cache.long_levels[idx], cache.short_levels[idx]], dim=1).repeat(n, 1)
         with model._autocast(cache.device):
             cond = F.silu(model.conditioner(timesteps, levels, actions))
