@@ -209,7 +209,11 @@ def save_strip(
     for j, t in enumerate(steps):
         cv2.putText(header, f"{t + 1}", (label_w + j * (w + 1) + 2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
     image = np.concatenate([header, *blocks[:-1]], axis=0)
-    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return write_png(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST), path)
+
+
+def write_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write an RGB uint8 (H, W, 3) image as a PNG, making its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):

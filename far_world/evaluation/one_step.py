@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from far_world.evaluation.fidelity import copy_last_frame
-from far_world.evaluation.free_play import summary
+from far_world.evaluation.free_play import summary, write_png
 from far_world.evaluation.metrics import psnr, sobel_energy
 from far_world.evaluation.rollouts import EvalWindows, autoencoder_reconstruction, rollout
 from far_world.world import WorldModel
@@ -47,12 +47,13 @@ class OneStepReport:
 
     @property
     def most_common_action(self) -> str:
+        """The action of the most windows: its windows decide the overall median."""
         return max((k for k in self.by_action if k != ALL), key=lambda k: self.by_action[k]["count"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "windows": self.windows, "context": self.context, "by_action": self.by_action,
-            "sources": self.sources, "labels": self.labels,
+            "most_common_action": self.most_common_action, "sources": self.sources, "labels": self.labels,
         }  # fmt: skip
 
 
@@ -115,7 +116,7 @@ def save_one_step_frames(
         raise ValueError(f"no window with the action {action!r}")
     picked = [picked[int(round(j))] for j in np.linspace(0, len(picked) - 1, min(rows, len(picked)))]
     columns = (("last frame", "copy_last_frame"), ("real", "truth"), ("autoencoder", "autoencoder_ceiling"), ("model", "model"))
-    h, w = frames["truth"].shape[1:3]
+    w = frames["truth"].shape[2]
     header = np.full((14, len(columns) * (w + 1), 3), 255, np.uint8)
     for j, (title, _) in enumerate(columns):
         cv2.putText(header, title, (j * (w + 1) + 2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1, cv2.LINE_AA)
@@ -123,9 +124,4 @@ def save_one_step_frames(
     for i in picked:
         tiles = [np.pad(frames[key][i], ((0, 1), (0, 1), (0, 0)), constant_values=255) for _, key in columns]
         lines.append(np.concatenate(tiles, axis=1))
-    image = cv2.resize(np.concatenate(lines, axis=0), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-    return path
+    return write_png(cv2.resize(np.concatenate(lines, axis=0), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST), path)

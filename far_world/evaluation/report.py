@@ -212,8 +212,10 @@ def _one_step(m: dict) -> str:
          g["ceiling_margin_over_copy"], g["sharpness_ratio"]]
         for name, g in m["by_action"].items()
     ]  # fmt: skip
-    common = max((k for k in m["by_action"] if k != "all"), key=lambda k: m["by_action"][k]["count"], default=None)
-    picture = f"\n\n`onestep_frames.png`: windows of the commonest action ({common}), last frame, truth, autoencoder, model." if common else ""
+    picture = (
+        f"\n\n`onestep_frames.png`: windows of the commonest action ({m['most_common_action']}): last frame, "
+        "truth, autoencoder, model."
+    )
     return text + _table(header, rows, 2) + picture
 
 
