@@ -203,7 +203,8 @@ def test_warm_start_training_draws_flow_times_below_the_start_for_frames_after_t
 
 @pytest.mark.parametrize("mark", [False, True])
 def test_frames_shown_as_the_models_own_are_marked_if_it_is_told(mark):
-    times = _training_flow_times(random_far_model(mark_generated=mark, clean_context_prob=0.5, short_window=8), own_frames=(5,))
+    model = random_far_model(mark_generated=mark, clean_context_prob=0.5, short_window=8)
+    times = _training_flow_times(model, own_frames=(5,))
     clean = times < 0
     assert clean[:, 5].any() and clean[:, 4].any()
     assert (times[clean[:, 5], 5] == (GENERATED if mark else CONTEXT)).all()

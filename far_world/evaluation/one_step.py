@@ -115,7 +115,9 @@ def save_one_step_frames(
     if not picked:
         raise ValueError(f"no window with the action {action!r}")
     picked = [picked[int(round(j))] for j in np.linspace(0, len(picked) - 1, min(rows, len(picked)))]
-    columns = (("last frame", "copy_last_frame"), ("real", "truth"), ("autoencoder", "autoencoder_ceiling"), ("model", "model"))
+    columns = (
+        ("last frame", "copy_last_frame"), ("real", "truth"), ("autoencoder", "autoencoder_ceiling"), ("model", "model")
+    )
     w = frames["truth"].shape[2]
     header = np.full((14, len(columns) * (w + 1), 3), 255, np.uint8)
     for j, (title, _) in enumerate(columns):

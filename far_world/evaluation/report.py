@@ -352,7 +352,8 @@ def save_plots(metrics: dict, out: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.3 * len(names)))
         y = np.arange(len(names))
         ax.barh(y, [groups[n]["margin_over_copy"] for n in names], label="model")
-        ax.scatter([groups[n]["ceiling_margin_over_copy"] for n in names], y, marker="|", s=120, color="black", label="autoencoder ceiling")
+        ceiling = [groups[n]["ceiling_margin_over_copy"] for n in names]
+        ax.scatter(ceiling, y, marker="|", s=120, color="black", label="autoencoder ceiling")
         ax.axvline(0.0, color="grey", linewidth=0.8)
         ax.set_yticks(y, [f"{n} ({groups[n]['count']})" for n in names], fontsize=8)
         ax.invert_yaxis()
