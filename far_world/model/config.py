@@ -63,7 +63,9 @@ class FARConfig:
     # Tell the model which context frames it generated itself (their own marker, GENERATED)
     # from the frames it was given (CONTEXT). Trained on its own rollouts, a model learns that
     # context frames can be wrong and stops carrying their detail over, even from the real frames
-    # a world starts from; told which are which, it need not. Off: every context frame is CONTEXT.
+    # a world starts from; told which are which, it need not. On Minecraft it won the first frame
+    # back, and free play held only with short rollouts (rollout_frames=2; docs/RESULTS.md, "The
+    # first frame, by action"). Off: every context frame is CONTEXT.
     mark_generated: bool = False
 
     rope_theta: float = 10000.0
