@@ -52,9 +52,9 @@ def load_cli():
 
 def test_table_groups_windows_by_their_last_context_frame(tmp_path: Path, capsys) -> None:
     context = 3
-    # Episode a looks at a wall at frame start + context - 1 = 2, episode b at an open view there.
-    for name, last in (("a.npz", wall_frame()), ("b.npz", open_frame())):
-        frames = np.stack([open_frame(), wall_frame(1), last, open_frame(), wall_frame(2)])
+    # Episode a faces walls through its whole context (frames 0-2), episode b ends it on an open view.
+    for name, first, last in (("a.npz", wall_frame(3), wall_frame()), ("b.npz", wall_frame(3), open_frame())):
+        frames = np.stack([first, wall_frame(1), last, open_frame(), wall_frame(2)])
         save_episode(
             tmp_path / "data" / "test" / name,
             Episode(frames, np.zeros(4, np.int64), np.zeros(4, np.float32), np.zeros(4, bool)),
@@ -69,8 +69,8 @@ def test_table_groups_windows_by_their_last_context_frame(tmp_path: Path, capsys
     assert load_cli()(["--data", str(tmp_path / "data"), str(metrics)]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]  # after the header and its rule
     assert rows == [
-        "| run | open view | 1 | 18.00 | +1.00 | 0.90 | 20.0 | 10.0 |",
-        "| run | wall | 1 | 15.00 | -1.00 | 0.50 | 30.0 | 35.0 |",
+        "| run | open view | 1 (0) | 18.00 | +1.00 | 0.90 | 20.0 | 10.0 |",
+        "| run | wall | 1 (1) | 15.00 | -1.00 | 0.50 | 30.0 | 35.0 |",
     ]
 
 

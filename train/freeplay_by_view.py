@@ -5,7 +5,8 @@
 
 ``--data`` is the dataset the evaluations scored (its test/ split, as evaluate.py reads it). For
 each metrics.json and each group of windows (far_world/evaluation/views.py) prints one Markdown
-row: the window count, the model's median PSNR and its median gain over copy-last-frame, the
+row: the window count (and how many of them show no open view in any context frame, so that
+what lies beyond the wall was never seen), the model's median PSNR and its median gain over copy-last-frame, the
 median sharpness ratio, and the median colour error over the late steps for the model and for
 copying. A world that copies where the view is a wall and drifts where it is open scores like
 one that is merely mediocre everywhere; this table tells them apart. ``--wall-share`` prints
@@ -24,17 +25,17 @@ from far_world.data.episodes import iter_episodes, load_episode
 from far_world.evaluation.views import OPEN_VIEW_CONTRAST, is_open_view
 
 
-def last_context_frames(data: Path, sources: list[str], context: int) -> list[np.ndarray]:
-    """The last context frame of each window, from its source ``episode.npz@start``."""
+def context_frames(data: Path, sources: list[str], context: int) -> list[np.ndarray]:
+    """The context frames (T,H,W,3) of each window, from its source ``episode.npz@start``."""
     split = data / "test" if (data / "test").is_dir() else data
-    frames = []
+    contexts = []
     for source in sources:
         name, start = source.rsplit("@", 1)
         path = split / name
         if not path.is_file():
             raise SystemExit(f"{path}: window source not found; pass the --data the evaluation scored")
-        frames.append(np.asarray(load_episode(path, mmap=True).frames[int(start) + context - 1]))
-    return frames
+        contexts.append(np.asarray(load_episode(path, mmap=True).frames[int(start) : int(start) + context]))
+    return contexts
 
 
 def wall_share(folder: Path, threshold: float, every: int = 3) -> float:
@@ -49,7 +50,8 @@ def wall_share(folder: Path, threshold: float, every: int = 3) -> float:
     return float(np.mean(walls))
 
 
-def view_rows(run: str, free_play: dict, open_views: np.ndarray) -> list[str]:
+def view_rows(run: str, free_play: dict, open_views: np.ndarray, seen_open: np.ndarray) -> list[str]:
+    """One row a group; ``seen_open`` (N,) flags windows whose context shows an open view anywhere."""
     model, copy = free_play["per_window"]["model"], free_play["per_window"]["copy_last_frame"]
     rows = []
     for label, group in (("open view", open_views), ("wall", ~open_views)):
@@ -61,7 +63,8 @@ def view_rows(run: str, free_play: dict, open_views: np.ndarray) -> list[str]:
 
         gain = np.asarray(model["psnr"])[group] - np.asarray(copy["psnr"])[group]
         rows.append(
-            f"| {run} | {label} | {int(group.sum())} | {median(model['psnr']):.2f} | {np.median(gain):+.2f} | "
+            f"| {run} | {label} | {int(group.sum())} ({int((group & ~seen_open).sum())}) | "
+            f"{median(model['psnr']):.2f} | {np.median(gain):+.2f} | "
             f"{median(model['sharpness_ratio']):.2f} | {median(model['colour_error_late']):.1f} | "
             f"{median(copy['colour_error_late']):.1f} |"
         )
@@ -84,16 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.metrics or args.data is None:
         parser.error("give metrics.json files and --data, or --wall-share FOLDER ...")
     first = load_free_play(args.metrics[0])
-    frames = last_context_frames(args.data, first["sources"], first["context"])
-    open_views = np.array([is_open_view(f, args.threshold) for f in frames])
-    print("| run | last context frame | windows | PSNR median (dB) | median gain over copying | "
+    contexts = context_frames(args.data, first["sources"], first["context"])
+    views = [np.array([is_open_view(frame, args.threshold) for frame in ctx]) for ctx in contexts]
+    open_views = np.array([v[-1] for v in views])
+    seen_open = np.array([v.any() for v in views])
+    print("| run | last context frame | windows (of which no context frame shows an open view) | "
+          "PSNR median (dB) | median gain over copying | "
           "sharpness ratio median | colour error 33-64, median | copying's colour error |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in args.metrics:
         free_play = load_free_play(path)
         if free_play["sources"] != first["sources"]:
             raise SystemExit(f"{path}: scored other windows than {args.metrics[0]}")
-        for row in view_rows(path.parent.name, free_play, open_views):
+        for row in view_rows(path.parent.name, free_play, open_views, seen_open):
             print(row)
     return 0
 
