@@ -6,9 +6,9 @@
 ``--data`` is the dataset the evaluations scored (its test/ split, as evaluate.py reads it). For
 each metrics.json and each group of windows (far_world/evaluation/views.py) prints one Markdown
 row: the window count (and how many of them show no open view in any context frame, so that
-what lies beyond the wall was never seen), the model's median PSNR and its median gain over copy-last-frame, the
-median sharpness ratio, and the median colour error over the late steps for the model and for
-copying. A world that copies where the view is a wall and drifts where it is open scores like
+what lies beyond the wall was never seen), the model's median PSNR and its median gain over
+copy-last-frame, the median sharpness ratio, and the median colour error over the late steps for
+the model and for copying. A world that copies where the view is a wall and drifts where it is open scores like
 one that is merely mediocre everywhere; this table tells them apart. ``--wall-share`` prints
 instead the share of frames that face a wall in episode folders (every third frame of each).
 """
