@@ -69,8 +69,8 @@ def test_table_groups_windows_by_their_last_context_frame(tmp_path: Path, capsys
     assert load_cli()(["--data", str(tmp_path / "data"), str(metrics)]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]  # after the header and its rule
     assert rows == [
-        "| run | open view | 1 (0) | 18.00 | +1.00 | 0.90 | 20.0 | 10.0 |",
-        "| run | wall | 1 (1) | 15.00 | -1.00 | 0.50 | 30.0 | 35.0 |",
+        "| run | open view | 1 | 18.00 | +1.00 | 0.90 | 20.0 | 10.0 |",
+        "| run | wall throughout the context | 1 | 15.00 | -1.00 | 0.50 | 30.0 | 35.0 |",
     ]
 
 

@@ -5,12 +5,13 @@
 
 ``--data`` is the dataset the evaluations scored (its test/ split, as evaluate.py reads it). For
 each metrics.json and each group of windows (far_world/evaluation/views.py) prints one Markdown
-row: the window count (and how many of them show no open view in any context frame, so that
-what lies beyond the wall was never seen), the model's median PSNR and its median gain over
-copy-last-frame, the median sharpness ratio, and the median colour error over the late steps for
-the model and for copying. A world that copies where the view is a wall and drifts where it is open scores like
-one that is merely mediocre everywhere; this table tells them apart. ``--wall-share`` prints
-instead the share of frames that face a wall in episode folders (every third frame of each).
+row, with walls split by whether an earlier context frame showed an open view (if none did, what
+lies beyond the wall was never seen): the window count, the model's median PSNR and its median
+gain over copy-last-frame, the median sharpness ratio, and the median colour error over the late
+steps for the model and for copying. A world that copies where the view is a wall and drifts
+where it is open scores like one that is merely mediocre everywhere; this table tells them
+apart. ``--wall-share`` prints instead the share of frames that face a wall in episode folders
+(every third frame of each).
 """
 
 from __future__ import annotations
@@ -51,10 +52,16 @@ def wall_share(folder: Path, threshold: float, every: int = 3) -> float:
 
 
 def view_rows(run: str, free_play: dict, open_views: np.ndarray, seen_open: np.ndarray) -> list[str]:
-    """One row a group; ``seen_open`` (N,) flags windows whose context shows an open view anywhere."""
+    """One row a group of windows; ``open_views`` (N,) flags those whose last context frame is
+    open, ``seen_open`` (N,) those with an open view anywhere in the context."""
     model, copy = free_play["per_window"]["model"], free_play["per_window"]["copy_last_frame"]
     rows = []
-    for label, group in (("open view", open_views), ("wall", ~open_views)):
+    groups = (
+        ("open view", open_views),
+        ("wall, an open view earlier in the context", ~open_views & seen_open),
+        ("wall throughout the context", ~open_views & ~seen_open),
+    )
+    for label, group in groups:
         if not group.any():
             continue
 
@@ -63,7 +70,7 @@ def view_rows(run: str, free_play: dict, open_views: np.ndarray, seen_open: np.n
 
         gain = np.asarray(model["psnr"])[group] - np.asarray(copy["psnr"])[group]
         rows.append(
-            f"| {run} | {label} | {int(group.sum())} ({int((group & ~seen_open).sum())}) | "
+            f"| {run} | {label} | {int(group.sum())} | "
             f"{median(model['psnr']):.2f} | {np.median(gain):+.2f} | "
             f"{median(model['sharpness_ratio']):.2f} | {median(model['colour_error_late']):.1f} | "
             f"{median(copy['colour_error_late']):.1f} |"
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     views = [np.array([is_open_view(frame, args.threshold) for frame in ctx]) for ctx in contexts]
     open_views = np.array([v[-1] for v in views])
     seen_open = np.array([v.any() for v in views])
-    print("| run | last context frame | windows (of which no context frame shows an open view) | "
+    print("| run | last context frame | windows | "
           "PSNR median (dB) | median gain over copying | "
           "sharpness ratio median | colour error 33-64, median | copying's colour error |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
