@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     views = [np.array([is_open_view(frame, args.threshold) for frame in ctx]) for ctx in contexts]
     open_views = np.array([v[-1] for v in views])
     seen_open = np.array([v.any() for v in views])
-    print("| run | last context frame | windows | "
-          "PSNR median (dB) | median gain over copying | "
-          "sharpness ratio median | colour error 33-64, median | copying's colour error |")
+    late = f"steps {first['late_from']}-{first['horizon']}" if "late_from" in first else "late steps"
+    print("| run | last context frame | windows | PSNR median (dB) | median gain over copying | "
+          f"sharpness ratio median | colour error {late}, median | copying's colour error |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in args.metrics:
         free_play = load_free_play(path)

@@ -3,7 +3,8 @@
 A first-person world fails in two ways that one mean hides. Facing a wall at close range, a
 frame says little about where the player stands, so a turn has to be remembered, not seen; in an
 open view, with sky above and floor below, the scene is in the frame and can drift. Splitting
-free-play windows by their last context frame tells the two apart.
+free-play windows by their last context frame, and walls by whether an earlier context frame was
+open (train/freeplay_by_view.py), tells them apart.
 """
 
 from __future__ import annotations
