@@ -28,6 +28,7 @@ class WorldStep:
     frames: np.ndarray  # (B, H, W, 3) uint8
     rewards: np.ndarray  # (B,) float32, predicted by the reward head
     terminated: np.ndarray  # (B,) bool, termination head's probability > 0.5
+    latents: np.ndarray | None = None  # (B, C, h, w) float32: the model's latents that ``frames`` decode
 
 
 # How a CPU's cores step a batch of worlds (benchmarks/play_speed.py compares this with torch's
@@ -278,22 +279,23 @@ class WorldModel:
         )
         generators = self._generators()
 
-        def step_shard(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def step_shard(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
             rows = self._shards[i]
             with torch.no_grad():  # grad mode is per thread
                 out = self.sampler.generate(self._caches[i], actions[rows], self.settings, noise[rows], generators[i])
-                return self.autoencoder.decode(out.latents), out.reward, out.terminated_prob
+                return self.autoencoder.decode(out.latents), out.reward, out.terminated_prob, out.latents
 
         shards = range(len(self._shards))
         threads = self.threads if self.threads is not None else (1 if self.device.type == "cpu" else None)
         with torch_threads(threads):
             results = [step_shard(0)] if len(shards) == 1 else list(self._shard_pool().map(step_shard, shards))
-        frames, rewards, terminated_prob = (torch.cat(parts) for parts in zip(*results))
+        frames, rewards, terminated_prob, latents = (torch.cat(parts) for parts in zip(*results))
         self.frame_index += 1
         return WorldStep(
             frames=frames.cpu().numpy(),
             rewards=rewards.float().cpu().numpy(),
             terminated=(terminated_prob > 0.5).cpu().numpy(),
+            latents=latents.float().cpu().numpy(),
         )
 
     def _shard_pool(self) -> ThreadPoolExecutor:
