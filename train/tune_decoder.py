@@ -9,11 +9,11 @@ critic takes for real (``--adversarial-weight``), with real frames in every batc
 reconstructions are kept (far_world/training/decoder_tuning.py). The encoder, the latent
 statistics and the transformer are untouched, so the world plays exactly as fast as before.
 
-Writes OUT/pairs.npz (reused when the run is resumed, or copied into a new run folder that draws
-the same pairs), OUT/state.pt every ``--ckpt-every`` steps
-and on Ctrl-C (rerun the same command to continue), OUT/metrics.jsonl, and at the end OUT/world.pt
-and OUT/summary.json, with the scores of the decoder before and after on the test split's windows
-(pairs drawn the same way) and on its real frames.
+Writes OUT/pairs.npz and OUT/test_pairs.npz (reused when the run is resumed; copy them into a new
+run folder that would draw the same pairs), OUT/state.pt every ``--ckpt-every`` steps and on
+Ctrl-C (rerun the same command to continue), OUT/metrics.jsonl, and at the end OUT/world.pt and
+OUT/summary.json, with the decoder's scores before and after on the test split's windows (pairs
+drawn the same way) and on its real frames. docs/RESULTS.md has what each loss did.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from far_world.world import WorldModel
 
 def pairs_of(world: WorldModel, folder: str, args: argparse.Namespace, windows: int, cache: Path) -> DecoderPairs:
     """The pairs of ``windows`` windows of ``folder``, read from ``cache`` if it holds those."""
-    drawn_by = np.array(json.dumps({"ckpt": str(args.ckpt), "folder": folder, "windows": windows, "context": args.context,
-                                    "horizon": args.horizon, "seed": args.seed}, sort_keys=True))
+    recipe = {"ckpt": str(args.ckpt), "folder": folder, "windows": windows, "context": args.context,
+              "horizon": args.horizon, "seed": args.seed}  # fmt: skip
+    drawn_by = np.array(json.dumps(recipe, sort_keys=True))
     if cache.is_file():
         with np.load(cache) as f:
             if str(f["drawn_by"]) != str(drawn_by):
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--real-share", type=float, default=0.5, help="real frames a step, as a share of --batch-size")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--gradient-weight", type=float, default=0.5, help="weight of the Sobel-gradient L1 (0: pixels only)")
-    p.add_argument("--drawn-weight", type=float, default=0.0, help="weight of the drawn frames' loss against the true ones (blurs: docs/RESULTS.md)")
-    p.add_argument("--adversarial-weight", type=float, default=0.01, help="weight of the critic's verdict on drawn frames (0: no critic; 0.05 painted grain on doom)")
+    p.add_argument("--drawn-weight", type=float, default=0.0, help="weight of the drawn frames' loss against the true ones")
+    p.add_argument("--adversarial-weight", type=float, default=0.01, help="weight of the critic's verdict (0: no critic)")
     p.add_argument("--critic-lr", type=float, default=2e-4)
     p.add_argument("--batch-rollouts", type=int, default=32, help="windows rolled out together")
     p.add_argument("--ckpt-every", type=int, default=250)

@@ -37,6 +37,7 @@ from far_world.evaluation.metrics import sobel_energy
 from far_world.evaluation.rollouts import EvalWindows
 from far_world.model.autoencoder import FrameAutoencoder, frames_to_float, psnr
 from far_world.model.edges import gradient_l1
+from far_world.training.ae_trainer import reconstruction_psnr, reconstruction_sharpness
 from far_world.training.schedule import lr_at
 from far_world.world import WorldModel
 
@@ -130,13 +131,15 @@ class DecoderTuner:
         if not len(pairs):
             raise ValueError("no pairs to tune the decoder on")
         if real_share < 0 or drawn_weight < 0 or adversarial_weight < 0:
-            raise ValueError(f"real_share, drawn_weight and adversarial_weight must be >= 0, got {real_share}, {drawn_weight}, {adversarial_weight}")
+            got = f"{real_share}, {drawn_weight}, {adversarial_weight}"
+            raise ValueError(f"real_share, drawn_weight and adversarial_weight must be >= 0, got {got}")
         if adversarial_weight > 0 and not len(real_frames):
             raise ValueError("the critic needs real frames to tell drawn ones from")
         self.ae, self.pairs, self.real_frames = ae, pairs, real_frames
         self.steps, self.lr, self.batch_size, self.warmup_steps = steps, lr, batch_size, warmup_steps
         self.real_batch = max(1, int(round(real_share * batch_size))) if len(real_frames) else 0
-        self.gradient_weight, self.drawn_weight, self.adversarial_weight = gradient_weight, drawn_weight, adversarial_weight
+        self.gradient_weight, self.drawn_weight = gradient_weight, drawn_weight
+        self.adversarial_weight = adversarial_weight
         self.seed = seed
         ae.requires_grad_(False)
         ae.decoder.requires_grad_(True)
@@ -158,7 +161,8 @@ class DecoderTuner:
         latents = denormalize(self.ae, torch.from_numpy(self.pairs.latents[pick]).to(device))
         targets = frames_to_float(torch.from_numpy(self.pairs.frames[pick]), device)
         if self.real_batch:
-            real = frames_to_float(torch.from_numpy(self.real_frames[rng.integers(0, len(self.real_frames), self.real_batch)]), device)
+            picked = self.real_frames[rng.integers(0, len(self.real_frames), self.real_batch)]
+            real = frames_to_float(torch.from_numpy(picked), device)
             with torch.no_grad():
                 latents = torch.cat([latents, self.ae.encode_raw(real)])
             targets = torch.cat([targets, real])
@@ -225,27 +229,27 @@ class DecoderTuner:
 
 
 @torch.no_grad()
-def decoder_scores(ae: FrameAutoencoder, pairs: DecoderPairs, real_frames: np.ndarray, batch: int = 256) -> dict[str, float]:
+def decoder_scores(
+    ae: FrameAutoencoder, pairs: DecoderPairs, real_frames: np.ndarray, batch: int = 256
+) -> dict[str, float]:
     """How a decoder draws the model's latents and real ones: PSNR and the sharpness ratio
     (Sobel energy over the truth's; 1 = as sharp, and a blurred frame scores low where PSNR does
     not) of the drawn frames against the true ones, by horizon band, and of real reconstructions."""
     ae.eval()
-
-    def decode(latents: np.ndarray) -> np.ndarray:
-        return np.concatenate([ae.decode(torch.from_numpy(latents[i : i + batch])).numpy() for i in range(0, len(latents), batch)])
-
-    drawn = decode(pairs.latents)
+    drawn = np.concatenate(
+        [ae.decode(torch.from_numpy(pairs.latents[i : i + batch])).numpy() for i in range(0, len(pairs), batch)]
+    )
     scores = {}
     bands = {"all": np.ones(len(pairs), bool), "h1": pairs.horizons == 1, "h2+": pairs.horizons >= 2}
     for name, rows in bands.items():
         if not rows.any():
             continue
-        truth, estimate = torch.from_numpy(pairs.frames[rows]), torch.from_numpy(drawn[rows])
-        scores[f"drawn_psnr_{name}"] = psnr(truth, estimate)
-        scores[f"drawn_sharpness_{name}"] = float(sobel_energy(drawn[rows]).mean() / max(sobel_energy(pairs.frames[rows]).mean(), 1e-8))
+        truth = pairs.frames[rows]
+        scores[f"drawn_psnr_{name}"] = psnr(torch.from_numpy(truth), torch.from_numpy(drawn[rows]))
+        sharpness = sobel_energy(drawn[rows]).mean() / max(sobel_energy(truth).mean(), 1e-8)
+        scores[f"drawn_sharpness_{name}"] = float(sharpness)
     if len(real_frames):
         real = torch.from_numpy(real_frames)
-        recon = torch.cat([ae.decode(ae.encode(real[i : i + batch])) for i in range(0, len(real), batch)])
-        scores["reconstruction_psnr"] = psnr(real, recon)
-        scores["reconstruction_sharpness"] = float(sobel_energy(recon.numpy()).mean() / max(sobel_energy(real_frames).mean(), 1e-8))
+        scores["reconstruction_psnr"] = reconstruction_psnr(ae, real, batch)
+        scores["reconstruction_sharpness"] = reconstruction_sharpness(ae, real)
     return scores
