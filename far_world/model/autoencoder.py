@@ -137,11 +137,13 @@ class FrameAutoencoder(nn.Module):
         z = self.encode_raw(frames_to_float(frames, self._device()))
         return (z - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
 
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalized latents (N, C, h, w), as the world model sees them -> the decoder's raw inputs."""
+        return latents * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents (N, C, h, w) -> uint8 frames (N, H, W, 3)."""
-        z = latents.to(self._device(), torch.float32)
-        z = z * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
-        return float_to_frames(self.decode_raw(z))
+        return float_to_frames(self.decode_raw(self.denormalize(latents.to(self._device(), torch.float32))))
 
     @torch.no_grad()
     def fit_latent_stats(self, frames: torch.Tensor, batch_size: int = 256) -> None:

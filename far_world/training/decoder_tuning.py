@@ -75,11 +75,6 @@ def draw_pairs(
     return DecoderPairs(np.concatenate(latents), np.concatenate(frames), np.concatenate(horizons))
 
 
-def denormalize(ae: FrameAutoencoder, latents: Tensor) -> Tensor:
-    """The model's normalized latents (N,C,h,w) -> the decoder's raw inputs."""
-    return latents * ae.latent_std[:, None, None] + ae.latent_mean[:, None, None]
-
-
 class FrameCritic(nn.Module):
     """Patch logits (N, P) for frames (N,3,64,64) in [-1, 1]: real frames high, drawn ones low.
 
@@ -158,7 +153,7 @@ class DecoderTuner:
         rng = np.random.default_rng([self.seed, self.step])
         device = self.ae.latent_mean.device
         pick = rng.integers(0, len(self.pairs), self.batch_size)
-        latents = denormalize(self.ae, torch.from_numpy(self.pairs.latents[pick]).to(device))
+        latents = self.ae.denormalize(torch.from_numpy(self.pairs.latents[pick]).to(device))
         targets = frames_to_float(torch.from_numpy(self.pairs.frames[pick]), device)
         if self.real_batch:
             picked = self.real_frames[rng.integers(0, len(self.real_frames), self.real_batch)]
