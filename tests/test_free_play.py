@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from far_world.evaluation.free_play import colour_error, save_strip, summary
+from far_world.evaluation.free_play import colour_error, save_strip, summary, wins_needed
 from far_world.evaluation.metrics import sobel_energy
 
 
@@ -105,6 +105,27 @@ def test_compare_evals_counts_windows_won_against_the_baseline(tmp_path):
         compare.main([str(base), str(other)])
     with pytest.raises(SystemExit, match="no such file"):
         compare.main([str(base), str(tmp_path / "unfinished" / "metrics.json")])
+
+
+def test_wins_needed_is_the_one_sided_sign_test_threshold():
+    assert wins_needed(48) == 31  # P(>= 31 of 48) = 0.030, P(>= 30 of 48) = 0.056
+    assert wins_needed(5) == 5 and wins_needed(4) == 5  # 4 windows cannot reject a coin at 0.05
+    with pytest.raises(ValueError):
+        wins_needed(0)
+
+
+def test_release_verdict_names_what_fails(tmp_path):
+    compare = _script("compare_evals")
+    all_won = {figure: 48.0 for figure in compare.FIGURES}
+    assert compare.release_verdict(all_won, 48, 300.0, 329.0) == "passes"
+    verdict = compare.release_verdict({**all_won, "psnr": 28.0}, 48, 331.0, 329.0)
+    assert verdict == "fails (needs 31/48): psnr 28/48, FVD 331 > 329"
+    assert "no st_lpips" in compare.release_verdict({"psnr": 40.0}, 48, 1.0, 2.0)
+    # Through the script: a variant that wins every window of two still fails, as 2 windows prove nothing.
+    base = _free_play_metrics(tmp_path / "base" / "metrics.json", [10.0, 12.0], [0.5, 0.6])
+    variant = _free_play_metrics(tmp_path / "variant" / "metrics.json", [11.0, 13.0], [0.9, 1.0])
+    row = compare.main([str(base), str(variant)]).splitlines()[-1]
+    assert row.endswith("| fails (needs 3/2): psnr 2/2, sharpness_ratio 2/2, colour_error_late 1/2, no st_lpips, no FVD |")
 
 
 def test_the_report_names_the_steps_where_the_model_is_not_ahead_of_copying():

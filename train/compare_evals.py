@@ -6,6 +6,11 @@ The first file is the baseline. Each row gives a run's free-play figures (mean a
 windows) and, window by window against the baseline, the share of windows it wins: higher PSNR,
 lower ST-LPIPS, a sharpness ratio closer to 1, a lower colour error. The runs must have scored
 the same windows (same data, --seed and sizes); the script refuses otherwise.
+
+The last column applies the free-play half of the release rule (docs/decisions.md, "The maze
+release rule"): a run passes when it wins at least as many windows on each figure as a one-sided
+sign test asks (31 of 48) and its FVD is no higher than the baseline's. Play speed is the other
+half: benchmarks/play_speed.py.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from far_world.evaluation.free_play import summary
+from far_world.evaluation.free_play import summary, wins_needed
 
 # figure -> how a window is won against the baseline (values mapped so that higher is better).
 FIGURES = {
@@ -44,25 +49,41 @@ def rows(paths: list[Path]) -> list[list[str]]:
         if run["sources"] != base["sources"]:
             raise SystemExit(f"{path}: scored other windows than {paths[0]}; compare runs on the same windows")
         model, reference = run["per_window"]["model"], base["per_window"]["model"]
-        row = [path.parent.name]
+        row, wins = [path.parent.name], {}
         for figure, better in FIGURES.items():
             if figure not in model or figure not in reference:
                 row.append("–")
                 continue
             values = np.array(model[figure])
             s = summary(better(values), better(np.array(reference[figure])))
+            wins[figure] = s["win_rate"] * len(values)
             cell = f"{values.mean():.3f} / {np.median(values):.3f}"
             row.append(cell if path == paths[0] else f"{cell} (wins {s['win_rate']:.2f})")
-        row.append(f"{run['fvd']['model']:.0f}" if run.get("fvd", {}).get("model") is not None else "–")
+        fvd = run.get("fvd", {}).get("model")
+        row.append("–" if fvd is None else f"{fvd:.0f}")
+        row.append("" if path == paths[0] else release_verdict(wins, len(base["sources"]), fvd, base.get("fvd", {}).get("model")))
         out.append(row)
     return out
+
+
+def release_verdict(wins: dict[str, float], windows: int, fvd: float | None, base_fvd: float | None) -> str:
+    """"passes", or what fails: figures won in too few windows (ties count half), a higher FVD,
+    or a figure missing from either run (a verdict needs all of them)."""
+    needed = wins_needed(windows)
+    failures = [f"{figure} {wins[figure]:g}/{windows}" for figure in FIGURES if figure in wins and wins[figure] < needed]
+    failures += [f"no {figure}" for figure in FIGURES if figure not in wins]
+    if fvd is None or base_fvd is None:
+        failures.append("no FVD")
+    elif fvd > base_fvd:
+        failures.append(f"FVD {fvd:.0f} > {base_fvd:.0f}")
+    return "passes" if not failures else f"fails (needs {needed}/{windows}): " + ", ".join(failures)
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
     args = parser.parse_args(argv)
-    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
+    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)", "release rule"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(args.metrics)]
     text = "\n".join(lines)

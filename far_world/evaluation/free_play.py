@@ -10,6 +10,7 @@ a few static windows cannot flip a verdict.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,21 @@ def summary(values: np.ndarray, baseline: np.ndarray | None = None, higher_is_be
         out["median_gain"] = float(np.median(diff))
         out["win_rate"] = float(((diff > 0) + 0.5 * (diff == 0)).mean())
     return out
+
+
+def wins_needed(windows: int, alpha: float = 0.05) -> int:
+    """The fewest windows of ``windows`` a world must win for a one-sided sign test to reject a
+    coin at level ``alpha``: 31 of 48 at 0.05. Below it, "wins most windows" is luck too often."""
+    if windows < 1 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"need windows >= 1 and alpha in (0, 1), got {windows}, {alpha}")
+    def chance_of_exactly(k: int) -> float:
+        return math.comb(windows, k) / 2.0**windows
+
+    k, tail = windows + 1, 0.0  # tail: P(a coin wins at least k of the windows)
+    while k > 0 and tail + chance_of_exactly(k - 1) < alpha:
+        k -= 1
+        tail += chance_of_exactly(k)
+    return k
 
 
 @dataclass
