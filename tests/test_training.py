@@ -208,8 +208,9 @@ def scramble_rngs() -> None:
         {"self_context_prob": "0.5", "rollout_prob": "0.5"},
         {"adversarial_weight": "0.5", "rollout_prob": "0.5", "critic_actions": "true"},
         {"distill_prob": "0.7", "distill_substeps": "2"},  # steps 0, 2 and 4 distill
+        {"revisit_prob": "0.5", "revisit_margin": "1.0"},
     ],
-    ids=["context_noise", "own_frames", "adversarial", "distillation"],
+    ids=["context_noise", "own_frames", "adversarial", "distillation", "revisits"],
 )
 def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
     _, cache = squares

@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         write_config(cfg, out / "config.json")
         if cfg.rollout_prob > 0 and cfg.rollout_start_step >= cfg.steps:
             print(f"note: rollouts start at step {cfg.rollout_start_step}, after this run's {cfg.steps} steps: it trains without them")
+        if trainer.revisits is not None:
+            longest = min(cfg.max_clip_frames, trainer.longest)
+            print(f"revisit windows: {trainer.revisits.share(longest):.1%} of the {longest}-frame windows "
+                  f"(margin {cfg.revisit_margin}); a clip is one with probability {cfg.revisit_prob}")
     log = RunLog(out, enabled=dist.is_main, start_step=trainer.step)
 
     params = sum(p.numel() for p in trainer.model.parameters())

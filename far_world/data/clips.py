@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from far_world.data.episodes import (
     read_meta,
 )
 from far_world.data.latents import CachedEpisode, cached_stems, is_latent_cache, load_cached_episode, read_cache_info
+
+if TYPE_CHECKING:
+    from far_world.data.revisits import RevisitWindows
 
 Array: TypeAlias = "np.ndarray | torch.Tensor"
 Source: TypeAlias = "str | os.PathLike | Sequence[str | os.PathLike]"
@@ -300,25 +303,41 @@ class ClipDataset:
         return int(np.maximum(self.store.lengths - (clip_len or self.clip_len) + 1, 0).sum())
 
     def sample_batch(
-        self, batch_size: int, step: int, rank: int = 0, world_size: int = 1, clip_len: int | None = None
+        self,
+        batch_size: int,
+        step: int,
+        rank: int = 0,
+        world_size: int = 1,
+        clip_len: int | None = None,
+        revisits: RevisitWindows | None = None,
+        revisit_prob: float = 0.0,
     ) -> ClipBatch:
         """Rank's slice (``batch_size // world_size`` clips) of the global batch of ``step``.
 
         ``batch_size`` is the global batch. ``clip_len`` overrides the dataset's for this step
         (for random clip lengths: draw it from the step too, so that resuming stays exact);
-        windows are then uniform over the episodes long enough for it.
+        windows are then uniform over the episodes long enough for it. With ``revisits``, each
+        clip is, with probability ``revisit_prob``, drawn uniformly from the revisit windows of
+        that length instead (far_world/data/revisits.py; none at a length within the short window).
         """
         length = clip_len or self.clip_len
         per_episode = np.maximum(self.store.lengths - length + 1, 0)
         ends = np.cumsum(per_episode)
         if ends[-1] == 0:
             raise ValueError(f"no episode has {length} frames")
-        picks = _batch_rng(self.seed, step).integers(0, ends[-1], size=batch_size)[
-            _rank_slice(batch_size, rank, world_size)
-        ]
+        picks = _batch_rng(self.seed, step).integers(0, ends[-1], size=batch_size)
         episodes = np.searchsorted(ends, picks, side="right")
         starts = picks - (ends[episodes] - per_episode[episodes])
-        return self.clips(episodes, starts, length)
+        if revisits is not None and revisit_prob > 0:
+            revisit_episodes, revisit_starts = revisits.windows(length)
+            if len(revisit_episodes):
+                # Its own stream: [seed, step, 1] and [.., 2] draw the trainer's clip length and distillation.
+                rng = np.random.default_rng([self.seed, step, 3])
+                chosen = rng.random(batch_size) < revisit_prob
+                drawn = rng.integers(0, len(revisit_episodes), size=batch_size)[chosen]
+                episodes[chosen], starts[chosen] = revisit_episodes[drawn], revisit_starts[drawn]
+        mine = _rank_slice(batch_size, rank, world_size)
+        return self.clips(episodes[mine], starts[mine], length)
 
     def clips(self, episodes: Sequence[int], starts: Sequence[int], clip_len: int | None = None) -> ClipBatch:
         """Chosen windows: episode ``episodes[b]`` from frame ``starts[b]``, ``clip_len`` frames each."""

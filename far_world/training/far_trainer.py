@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from far_world.checkpoint import TrainingState, capture_rng_state, restore_rng_state
 from far_world.data.clips import ClipBatch, ClipDataset
+from far_world.data.revisits import RevisitWindows
 from far_world.model.far import FARModel
 from far_world.model.sampler import SamplingSettings
 from far_world.training.adversarial import AdversarialTerm, NextFramePairs, next_frame_pairs
@@ -126,6 +127,10 @@ class FARTrainer:
                 cfg.far.latent_channels, cfg.critic_width, cfg.critic_lr, dist.device,
                 action_nvec=cfg.far.action_nvec if cfg.critic_actions else None,
             )  # fmt: skip
+        # Revisit windows are found once, from the data's own frames (latents in a latent cache).
+        self.revisits = None
+        if cfg.revisit_prob > 0:
+            self.revisits = RevisitWindows(dataset.store, cfg.far.short_window, cfg.max_clip_frames, cfg.revisit_margin)
         self.step = 0
 
     def start_from(self, far_state: dict[str, torch.Tensor]) -> None:
@@ -156,7 +161,10 @@ class FARTrainer:
             raise ValueError("distillation needs a teacher: start the run from trained weights (--init)")
         for i in range(cfg.micro_batches):
             shard = dist.rank * cfg.micro_batches + i
-            batch = self.dataset.sample_batch(cfg.batch_size, self.step, shard, self.shards, clip_len=frames)
+            batch = self.dataset.sample_batch(
+                cfg.batch_size, self.step, shard, self.shards, clip_len=frames,
+                revisits=self.revisits, revisit_prob=cfg.revisit_prob,
+            )  # fmt: skip
             batch = batch.to_torch(dist.device)
             last = i == cfg.micro_batches - 1
             sync = contextlib.nullcontext() if last or not dist.distributed else self.loss_module.no_sync()

@@ -116,6 +116,11 @@ class FARTrainConfig:
     distill_prob: float = 0.0
     distill_steps: int = 3
     distill_substeps: int = 3
+    # Revisit clips (far_world/data/revisits.py): a clip is, with probability revisit_prob, one whose
+    # last frame is closer to a long-term frame of the clip than revisit_margin times the closest
+    # short-window frame, so that the loss asks for what only the compressed long-term context shows.
+    revisit_prob: float = 0.0
+    revisit_margin: float = 0.5
     seed: int = 0
     # Prompt clips bundled with the released checkpoint for reset (from the test split).
     num_prompts: int = 4
@@ -147,6 +152,8 @@ class FARTrainConfig:
                 "distillation teaches the path from noise to the frame: it cannot train warm-start paths "
                 "(far.warm_start_time) or change prediction (far.change_scale)"
             )
+        if not 0.0 <= self.revisit_prob <= 1.0 or not 0.0 < self.revisit_margin <= 1.0:
+            raise ValueError(f"need revisit_prob in [0, 1] and revisit_margin in (0, 1], got {self.revisit_prob}, {self.revisit_margin}")
         if self.self_context_prob > 0 and self.far.change_scale > 0:
             raise ValueError("self_context_prob estimates whole frames: it cannot train change prediction (far.change_scale)")
 
