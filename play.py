@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "depends on the checkpoint's guidance scope, docs/RESULTS.md)",
     )
     p.add_argument(
+        "--guidance-scope", default=None,
+        help="what the unguided branch drops: 'all' actions, or the new 'frame's only, sharing the context "
+        "(cheaper; default: checkpoint's)",
+    )
+    p.add_argument("--guided-steps", type=int, default=None, help="guide the first N Euler steps only (default: checkpoint's)")
+    p.add_argument(
         "--start-time", type=float, default=None,
         help="draw each frame from the last one noised to this flow time, in (0, 1] (default: checkpoint's; "
         "below 1 frames are sharper, and below about 0.9 the view stops following the keys, docs/RESULTS.md)",
@@ -60,13 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policy-seed", type=int, default=None, help="seed of the random agent (default: --seed)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    if args.start_time is not None:
-        from far_world.model.sampler import SamplingSettings  # torch: only when the flag is given
+    if sampling_overrides(args):
+        from far_world.model.sampler import SamplingSettings  # torch: only when such a flag is given
 
         try:
-            SamplingSettings(start_time=args.start_time)  # the one place its range is checked
+            SamplingSettings(**sampling_overrides(args))  # the one place their ranges are checked
         except ValueError as exc:
-            p.error(f"--start-time: {exc}")
+            p.error(str(exc))
     if args.deprecated_steps is not None:
         warnings.warn("--steps is deprecated: use --sampling-steps", FutureWarning, stacklevel=2)
         if args.sampling_steps is None:
@@ -201,14 +207,20 @@ class Worlds:
             self.real_env.close()
 
 
+def sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling settings given on the command line, beside the steps and guidance weight that
+    FARWorldEnv takes itself; the rest keep the checkpoint's defaults."""
+    given = {"start_time": args.start_time, "guidance_scope": args.guidance_scope, "guided_steps": args.guided_steps}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def open_worlds(args: argparse.Namespace) -> Worlds:
     from far_world.envs.far_world_env import FARWorldEnv
     from far_world.released import resolve_checkpoint
     from far_world.world import WorldModel
 
     world = WorldModel.load(args.ckpt, device=args.device, batch_size=1)
-    if args.start_time is not None:
-        world.configure(start_time=args.start_time)
+    world.configure(**sampling_overrides(args))
     env = FARWorldEnv(
         world_model=world, context=args.context, sampling_steps=args.sampling_steps, guidance=args.guidance, timing=True
     )

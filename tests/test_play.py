@@ -132,16 +132,19 @@ def test_sampling_steps_flag_and_its_deprecated_alias():
 
 def test_guidance_and_start_time_flags_reach_the_world(tiny_ckpt):
     args = play.parse_args([])
-    assert args.guidance is None and args.start_time is None  # the checkpoint's defaults
+    assert args.guidance is None and args.start_time is None and args.guidance_scope is None  # the checkpoint's
     flags = ["--ckpt", tiny_ckpt, "--headless", "--guidance", "1.5", "--start-time", "0.9"]
+    flags += ["--guidance-scope", "frame", "--guided-steps", "1"]
     worlds = play.open_worlds(play.parse_args(flags))
     try:
         assert worlds.env.world.guidance == 1.5
-        assert worlds.env.world.settings.start_time == 0.9
+        settings = worlds.env.world.settings
+        assert (settings.start_time, settings.guidance_scope, settings.guided_steps) == (0.9, "frame", 1)
     finally:
         worlds.close()
-    with pytest.raises(SystemExit):
-        play.parse_args(["--start-time", "0"])
+    for bad in (["--start-time", "0"], ["--guidance-scope", "half"], ["--guided-steps", "0"]):
+        with pytest.raises(SystemExit):
+            play.parse_args(bad)
 
 
 @pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no released default checkpoint")
