@@ -153,7 +153,8 @@ class FARTrainConfig:
                 "(far.warm_start_time) or change prediction (far.change_scale)"
             )
         if not 0.0 <= self.revisit_prob <= 1.0 or not 0.0 < self.revisit_margin <= 1.0:
-            raise ValueError(f"need revisit_prob in [0, 1] and revisit_margin in (0, 1], got {self.revisit_prob}, {self.revisit_margin}")
+            got = f"{self.revisit_prob}, {self.revisit_margin}"
+            raise ValueError(f"need revisit_prob in [0, 1] and revisit_margin in (0, 1], got {got}")
         if self.self_context_prob > 0 and self.far.change_scale > 0:
             raise ValueError("self_context_prob estimates whole frames: it cannot train change prediction (far.change_scale)")
 
