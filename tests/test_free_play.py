@@ -128,6 +128,17 @@ def test_release_verdict_names_what_fails(tmp_path):
     assert row.endswith("| fails (needs 3/2): psnr 2/2, sharpness_ratio 2/2, colour_error_late 1/2, no st_lpips, no FVD |")
 
 
+def test_compare_evals_plots_psnr_and_fvd_against_sharpness(tmp_path):
+    compare = _script("compare_evals")
+    base = _free_play_metrics(tmp_path / "base" / "metrics.json", [10.0, 12.0], [0.5, 0.7])
+    variant = _free_play_metrics(tmp_path / "variant" / "metrics.json", [9.0, 11.0], [0.9, 1.1])
+    points = compare.tradeoff_points([base, variant])
+    assert points["variant"] == {"psnr": 10.0, "sharpness": 1.0, "fvd": None}  # means over windows
+    compare.main([str(base), str(variant), "--plot", str(tmp_path / "tradeoff.png")])
+    image = cv2.imread(str(tmp_path / "tradeoff.png"))
+    assert image is not None and image.shape[1] > image.shape[0]  # two panels side by side
+
+
 def test_the_report_names_the_steps_where_the_model_is_not_ahead_of_copying():
     from far_world.evaluation.report import _horizons_ahead_of_copy
 

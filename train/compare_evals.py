@@ -10,7 +10,8 @@ the same windows (same data, --seed and sizes); the script refuses otherwise.
 The last column applies the free-play half of the release rule (docs/decisions.md, "The maze
 release rule"): a run passes when it wins at least as many windows on each figure as a one-sided
 sign test asks (31 of 48) and its FVD is no higher than the baseline's. Play speed is the other
-half: benchmarks/play_speed.py.
+half: benchmarks/play_speed.py. ``--plot PATH`` also draws each run's PSNR and FVD against its
+sharpness ratio, to see whether detail was bought with either.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from far_world.evaluation.free_play import summary, wins_needed
+from far_world.evaluation.report import save_tradeoff_plot
 
 # figure -> how a window is won against the baseline (values mapped so that higher is better).
 FIGURES = {
@@ -82,13 +84,32 @@ def release_verdict(wins: dict[str, float], windows: int, fvd: float | None, bas
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG: PSNR and FVD against the sharpness ratio, a point a run")
     args = parser.parse_args(argv)
     header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)", "release rule"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(args.metrics)]
     text = "\n".join(lines)
     print(text)
+    if args.plot is not None:
+        print(f"wrote {save_tradeoff_plot(tradeoff_points(args.metrics), args.plot)}")
     return text
+
+
+def tradeoff_points(paths: list[Path]) -> dict[str, dict[str, float | None]]:
+    """Each run's mean free-play PSNR and sharpness ratio and its FVD, by run folder name."""
+    points = {}
+    for path in paths:
+        run = load_free_play(path)
+        model = run["per_window"]["model"]
+        if "sharpness_ratio" not in model:
+            raise SystemExit(f"{path}: no sharpness ratio to plot (an evaluation from before it existed)")
+        fvd = run.get("fvd", {}).get("model")
+        points[path.parent.name] = {
+            "psnr": float(np.mean(model["psnr"])), "sharpness": float(np.mean(model["sharpness_ratio"])),
+            "fvd": None if fvd is None else float(fvd),
+        }  # fmt: skip
+    return points
 
 
 if __name__ == "__main__":

@@ -282,6 +282,26 @@ def _plot_per_horizon(axes, curves_by_predictor: dict[str, dict[str, list[float]
             ax.plot(horizons, curves[key], label=name)
 
 
+def save_tradeoff_plot(runs: dict[str, dict[str, float]], path: str | Path, sharp_band: tuple[float, float] = (0.85, 1.15)) -> Path:
+    """Free play of several runs on the same windows, one point each: PSNR and FVD against the
+    sharpness ratio (means over windows), the issue's sharpness band shaded. It shows at a glance
+    whether a run bought its detail with PSNR or FVD. ``runs``: name -> {"psnr", "sharpness", "fvd"},
+    the first the baseline; a missing FVD leaves the run off the right panel."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in zip(axes, ("psnr", "fvd"), ("free-play PSNR, mean (dB)", "FVD, last 16 steps")):
+        ax.axvspan(*sharp_band, color="tab:green", alpha=0.12, label=f"sharpness floor {sharp_band[0]}-{sharp_band[1]}")
+        for i, (name, run) in enumerate(runs.items()):
+            if run.get(key) is None:
+                continue
+            ax.scatter(run["sharpness"], run[key], color="black" if i == 0 else "tab:blue", zorder=3)
+            ax.annotate(name, (run["sharpness"], run[key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set(xlabel="sharpness ratio, mean (1 = as sharp as the real frames)", ylabel=label)
+    axes[0].set_title("higher is better", fontsize=9)
+    axes[1].set_title("lower is better", fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower left")
+    return _save(fig, Path(path))
+
+
 def save_plots(metrics: dict, out: str | Path) -> list[Path]:
     """One PNG per protocol that ran; returns their paths."""
     out = Path(out)
