@@ -294,7 +294,8 @@ def save_tradeoff_plot(runs: dict[str, dict[str, float]], path: str | Path, shar
             if run.get(key) is None:
                 continue
             ax.scatter(run["sharpness"], run[key], color="black" if i == 0 else "tab:blue", zorder=3)
-            ax.annotate(name, (run["sharpness"], run[key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            # Labels staggered in three rows: runs close on both axes would print over each other.
+            ax.annotate(name, (run["sharpness"], run[key]), fontsize=7, xytext=(4, 3 - 9 * (i % 3)), textcoords="offset points")
         ax.set(xlabel="sharpness ratio, mean (1 = as sharp as the real frames)", ylabel=label)
     axes[0].set_title("higher is better", fontsize=9)
     axes[1].set_title("lower is better", fontsize=9)
