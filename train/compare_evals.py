@@ -81,21 +81,6 @@ def release_verdict(wins: dict[str, float], windows: int, fvd: float | None, bas
     return "passes" if not failures else f"fails (needs {needed}/{windows}): " + ", ".join(failures)
 
 
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
-    parser.add_argument("--plot", type=Path, default=None, help="PNG: PSNR and FVD against the sharpness ratio, a point a run")
-    args = parser.parse_args(argv)
-    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)", "release rule"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(args.metrics)]
-    text = "\n".join(lines)
-    print(text)
-    if args.plot is not None:
-        print(f"wrote {save_tradeoff_plot(tradeoff_points(args.metrics), args.plot)}")
-    return text
-
-
 def tradeoff_points(paths: list[Path]) -> dict[str, dict[str, float | None]]:
     """Each run's mean free-play PSNR and sharpness ratio and its FVD, by run folder name."""
     points = {}
@@ -110,6 +95,21 @@ def tradeoff_points(paths: list[Path]) -> dict[str, dict[str, float | None]]:
             "fvd": None if fvd is None else float(fvd),
         }  # fmt: skip
     return points
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG: PSNR and FVD against the sharpness ratio, a point a run")
+    args = parser.parse_args(argv)
+    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)", "release rule"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(args.metrics)]
+    text = "\n".join(lines)
+    print(text)
+    if args.plot is not None:
+        print(f"wrote {save_tradeoff_plot(tradeoff_points(args.metrics), args.plot)}")
+    return text
 
 
 if __name__ == "__main__":
