@@ -99,6 +99,7 @@ class HUD:
     controller: str = "human"
     paused: bool = False
     recording: bool = False
+    carried: dict[str, float] = field(default_factory=dict)  # the world's carried game variables (doom's health)
 
 
 def draw(pygame, screen, font, panels: list[tuple[str, np.ndarray]], hud: HUD, legend: list[str], scale: int):
@@ -114,6 +115,7 @@ def draw(pygame, screen, font, panels: list[tuple[str, np.ndarray]], hud: HUD, l
     status = (
         f"{hud.fps:5.1f} fps  frame {hud.frame_index}  context {hud.context_length}  "
         f"steps {hud.sampling_steps}  "
+        + "".join(f"{name} {value:.0f}  " for name, value in hud.carried.items())
         + (f"guidance {hud.guidance:g}  " if hud.guidance != 1.0 else "")
         + hud.controller
         + ("  PAUSED" if hud.paused else "")
@@ -319,6 +321,7 @@ class Screen:
         hud.fps, self.last_time = (0.9 * hud.fps + 0.1 * rate if hud.fps else rate), now
         hud.frame_index = worlds.info.get("frame_index", 0)
         hud.context_length = worlds.info.get("context_length", 0)
+        hud.carried = {name: worlds.info[name] for name in self.world.carried_names if name in worlds.info}
         hud.sampling_steps, hud.guidance, hud.controller = self.world.sampling_steps, self.world.guidance, controls.controller
         hud.paused, hud.recording = not stepped, self.video is not None
         draw(self.pygame, self.surface, self.font, worlds.panels(), hud, self.keymap.legend(), self.args.scale)

@@ -38,11 +38,22 @@ def validate_context(
 
 
 @dataclass
+class Context:
+    """One context to start an episode from."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    actions: np.ndarray  # (T-1[, K]) int64
+    carried: np.ndarray | None  # (T, K) the carried game variables at each frame; None: the world's start values
+
+
+@dataclass
 class ContextSource:
-    """A bank of (frames, actions) contexts to start episodes from."""
+    """A bank of (frames, actions) contexts to start episodes from, with the carried game
+    variables at their frames where the world carries some and the episodes recorded them."""
 
     frames: np.ndarray  # (N, T, H, W, 3) uint8
     actions: np.ndarray  # (N, T-1[, K]) int64
+    carried: np.ndarray | None = None  # (N, T, K) float32
 
     @classmethod
     def from_spec(cls, spec: str, world: WorldModel, length: int | None = None) -> "ContextSource":
@@ -53,15 +64,19 @@ class ContextSource:
         if not folder.is_dir():
             raise FileNotFoundError(f"context must be 'prompts' or a folder of episodes; {folder} is neither")
         length = length or world.prompt_frames.shape[1]
-        frames, actions = [], []
+        frames, actions, carried = [], [], []
         for _, ep in iter_episodes(folder, mmap=True, resolution=world.resolution):
             if len(ep.frames) >= length:
                 frames.append(np.array(ep.frames[:length]))
                 actions.append(np.array(ep.actions[: length - 1]))
+                if all(name in ep.extras for name in world.carried_names):
+                    carried.append(np.stack([ep.extras[name][:length] for name in world.carried_names], axis=-1))
         if not frames:
             raise ValueError(f"{folder} holds no valid episode of at least {length} frames")
-        return cls(np.stack(frames), np.stack(actions))
+        # Without a recorded value for every context the world starts all from its start values.
+        values = np.asarray(carried, np.float32) if world.carried_names and len(carried) == len(frames) else None
+        return cls(np.stack(frames), np.stack(actions), values)
 
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator) -> Context:
         i = int(rng.integers(len(self.frames)))
-        return self.frames[i], self.actions[i]
+        return Context(self.frames[i], self.actions[i], None if self.carried is None else self.carried[i])

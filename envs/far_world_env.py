@@ -86,6 +86,8 @@ class FARWorldEnv(gymnasium.Env):
 
     def _info(self, latency: float) -> dict[str, Any]:
         info = {"frame_index": int(self.world.frame_index[0]), "context_length": int(self.world.context_length[0])}
+        # The carried game variables (doom's health), as the real world's info names them.
+        info.update(zip(self.world.carried_names, self.world.carried[0].tolist()))
         if self.timing:
             info["step_latency_s"] = latency
         return info

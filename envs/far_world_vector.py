@@ -127,6 +127,9 @@ class FARWorldVectorEnv(VectorEnv):
             "context_length": self.world.context_length.copy(),
             "_context_length": every,
         }
+        carried = self.world.carried
+        for i, name in enumerate(self.world.carried_names):  # the carried game variables (doom's health)
+            info[name], info[f"_{name}"] = carried[:, i].copy(), every
         if self.timing:
             info["step_latency_s"] = np.full(self.num_envs, latency)
             info["_step_latency_s"] = every

@@ -64,18 +64,21 @@ class EpisodeStepper:
     def num_worlds(self) -> int:
         return self.world.batch_size
 
-    def sample_contexts(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """n contexts from the source: frames (n,T,H,W,3) and actions (n,T-1[,K])."""
-        pairs = [self.context.sample(rng) for _ in range(n)]
-        return np.stack([f for f, _ in pairs]), np.stack([a for _, a in pairs])
+    def sample_contexts(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """n contexts from the source: frames (n,T,H,W,3), actions (n,T-1[,K]) and the carried
+        variables at their frames (n,T,K), None where the source has none (start values)."""
+        contexts = [self.context.sample(rng) for _ in range(n)]
+        carried = None if self.context.carried is None else np.stack([c.carried for c in contexts])
+        return np.stack([c.frames for c in contexts]), np.stack([c.actions for c in contexts]), carried
 
     def reset(self, rng: np.random.Generator, frames: np.ndarray | None = None, actions: np.ndarray | None = None) -> np.ndarray:
         """Start every episode: from contexts drawn with ``rng``, or from (B,T,H,W,3) frames and
-        (B,T-1[,K]) actions already checked by the caller. The world's noise is seeded from ``rng``.
-        Returns the first observations (B,H,W,3)."""
+        (B,T-1[,K]) actions already checked by the caller (carried variables at start values).
+        The world's noise is seeded from ``rng``. Returns the first observations (B,H,W,3)."""
+        carried = None
         if frames is None:
-            frames, actions = self.sample_contexts(rng, self.num_worlds)
-        self.world.reset(frames, actions, seed=int(rng.integers(2**31)))
+            frames, actions, carried = self.sample_contexts(rng, self.num_worlds)
+        self.world.reset(frames, actions, seed=int(rng.integers(2**31)), carried=carried)
         self.frames = np.array(frames[:, -1])
         self.steps[:] = 0
         self._pending_reset[:] = False
@@ -116,7 +119,7 @@ class EpisodeStepper:
         """Start new episodes in the flagged rows, writing their first frames into ``frames``."""
         if not rows.any():
             return
-        new_frames, new_actions = self.sample_contexts(rng, int(rows.sum()))
-        self.world.reset_rows(rows, new_frames, new_actions)
+        new_frames, new_actions, carried = self.sample_contexts(rng, int(rows.sum()))
+        self.world.reset_rows(rows, new_frames, new_actions, carried)
         frames[rows] = new_frames[:, -1]
         self.steps[rows] = 0

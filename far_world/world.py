@@ -17,6 +17,7 @@ from far_world.checkpoint import WorldCheckpoint, load_world_checkpoint
 from far_world.model.autoencoder import FrameAutoencoder
 from far_world.model.cache import KVCache
 from far_world.model.far import FARModel
+from far_world.model.heads import Carried
 from far_world.model.inference import CachedSampler
 from far_world.model.sampler import SamplingSettings
 from far_world.openmp import torch_threads
@@ -29,6 +30,7 @@ class WorldStep:
     rewards: np.ndarray  # (B,) float32, predicted by the reward head
     terminated: np.ndarray  # (B,) bool, termination head's probability > 0.5
     latents: np.ndarray | None = None  # (B, C, h, w) float32: the model's latents that ``frames`` decode
+    carried: np.ndarray | None = None  # (B, K) float32: the carried game variables after the step, if any
 
 
 # How a CPU's cores step a batch of worlds (benchmarks/play_speed.py compares this with torch's
@@ -52,6 +54,9 @@ class WorldModel:
     CPU as :data:`MIN_ROWS_PER_SHARD` explains; an int n steps all rows together with torch on n
     intra-op threads. A change takes effect at the next :meth:`reset`. Noise is drawn for all rows
     at once, so frames do not depend on how the rows are split (with ``context_noise`` > 0 they do).
+    A world whose checkpoint carries game variables (:attr:`carried_names`, e.g. doom's health)
+    keeps their values per row: given at reset (the value at the last context frame; default the
+    checkpoint's start values), predicted by its heads at every step.
     """
 
     def __init__(
@@ -100,6 +105,9 @@ class WorldModel:
         self._pool_size = 0
         self._generator = torch.Generator(self.device)
         self.frame_index = np.zeros(self.batch_size, np.int64)
+        self.carried_names: list[str] = list(ckpt.far_config.carried)
+        self._carried_start = torch.tensor(ckpt.far_config.carried_start, dtype=torch.float32, device=self.device)
+        self._carried = self._carried_values(None, self.batch_size)
 
     @classmethod
     def load(
@@ -134,6 +142,7 @@ class WorldModel:
         other._caches, other._shards, other._shard_generators, other._pool, other._pool_size = None, [], [], None, 0
         other._generator = torch.Generator(self.device)
         other.frame_index = np.zeros(other.batch_size, np.int64)
+        other._carried = other._carried_values(None, other.batch_size)
         return other
 
     def configure(
@@ -179,6 +188,27 @@ class WorldModel:
             return np.zeros(self.batch_size, np.int64)
         return torch.cat([c.context_length for c in self._caches]).cpu().numpy().astype(np.int64)
 
+    @property
+    def carried(self) -> np.ndarray:
+        """(B,K) the carried game variables' current values, named by :attr:`carried_names` (K may be 0)."""
+        return self._carried.values.cpu().numpy().copy()
+
+    def _carried_values(self, carried: np.ndarray | Sequence | None, rows: int) -> Carried:
+        """The carried state of restarted rows: from the values (rows,K) at the last context frame
+        (fall clocks at 0) or (rows,T,K) at every context frame, or the start values."""
+        k = len(self.carried_names)
+        if carried is None:
+            values = self._carried_start.expand(rows, -1).clone()
+            return Carried(values, torch.zeros_like(values))
+        history = np.asarray(carried, dtype=np.float32)
+        if history.ndim == 2:
+            history = history[:, None]
+        if history.ndim != 3 or history.shape[0] != rows or history.shape[2] != k:
+            raise ValueError(f"carried values must have shape ({rows}, {k}) or ({rows}, T, {k}) for {self.carried_names}, got {np.shape(carried)}")
+        if not np.isfinite(history).all():
+            raise ValueError("carried values must be finite")
+        return Carried.from_history(torch.from_numpy(history).to(self.device), self.far.heads.carried_scale)
+
     def _encode_context(self, frames: np.ndarray, actions: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (R,T,H,W,3) uint8, actions (R,T-1[,K]) -> latents (R,T,C,h,w), actions into frames (R,T,K)."""
         frames = np.asarray(frames)
@@ -204,11 +234,15 @@ class WorldModel:
         frames: np.ndarray | Sequence[np.ndarray],
         actions: np.ndarray | Sequence[np.ndarray] | None = None,
         seed: int | None = None,
+        carried: np.ndarray | None = None,
     ) -> None:
         """Start all B worlds from context frames (B,T,H,W,3) uint8 and actions (B,T-1[,K]), or
-        from B contexts of their own lengths: sequences of (T_i,H,W,3) frames and (T_i-1[,K]) actions."""
+        from B contexts of their own lengths: sequences of (T_i,H,W,3) frames and (T_i-1[,K]) actions.
+        ``carried``: the carried variables (B,K) at each context's last frame, or (B,T,K) at each of
+        its frames, which also times their falls (default: start values)."""
         if len(frames) != self.batch_size:
             raise ValueError(f"reset needs context for all {self.batch_size} worlds, got {len(frames)}")
+        self._carried = self._carried_values(carried, self.batch_size)
         if seed is not None:
             self._generator.manual_seed(int(seed))
         self._shards = self._plan_shards()
@@ -233,12 +267,19 @@ class WorldModel:
             into = torch.cat([e[1] for e, r in zip(encoded, rows) if r])
             self._restart(rows, latents, into)
 
-    def reset_rows(self, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
-        """Restart the worlds flagged in ``rows`` (B,) bool from R new contexts (R,T,H,W,3)."""
+    def reset_rows(
+        self, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray | None = None, carried: np.ndarray | None = None
+    ) -> None:
+        """Restart the worlds flagged in ``rows`` (B,) bool from R new contexts (R,T,H,W,3), with
+        carried values (R,K) at their last frames or (R,T,K) at all (default: start values)."""
         if self._caches is None:
             raise RuntimeError("call reset() before reset_rows()")
         rows = np.asarray(rows, dtype=bool)
+        values = self._carried_values(carried, int(rows.sum()))
         self._restart(rows, *self._encode_context(frames, actions))
+        flagged = torch.from_numpy(rows).to(self.device)
+        for mine, new in zip(self._carried, values):
+            mine[flagged] = new
         self.frame_index[rows] = 0
 
     def _restart(self, rows: np.ndarray, latents: torch.Tensor, into: torch.Tensor) -> None:
@@ -279,23 +320,31 @@ class WorldModel:
         )
         generators = self._generators()
 
-        def step_shard(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        carries = bool(self.carried_names)
+
+        def step_shard(i: int) -> tuple[torch.Tensor, ...]:
             rows = self._shards[i]
             with torch.no_grad():  # grad mode is per thread
-                out = self.sampler.generate(self._caches[i], actions[rows], self.settings, noise[rows], generators[i])
-                return self.autoencoder.decode(out.latents), out.reward, out.terminated_prob, out.latents
+                before = Carried(*(part[rows] for part in self._carried))
+                out = self.sampler.generate(
+                    self._caches[i], actions[rows], self.settings, noise[rows], generators[i], carried=before if carries else None
+                )
+                after = out.carried if carries else before
+                return self.autoencoder.decode(out.latents), out.reward, out.terminated_prob, out.latents, *after
 
         shards = range(len(self._shards))
         threads = self.threads if self.threads is not None else (1 if self.device.type == "cpu" else None)
         with torch_threads(threads):
             results = [step_shard(0)] if len(shards) == 1 else list(self._shard_pool().map(step_shard, shards))
-        frames, rewards, terminated_prob, latents = (torch.cat(parts) for parts in zip(*results))
+        frames, rewards, terminated_prob, latents, values, since_fall = (torch.cat(parts) for parts in zip(*results))
+        self._carried = Carried(values.float(), since_fall.float())
         self.frame_index += 1
         return WorldStep(
             frames=frames.cpu().numpy(),
             rewards=rewards.float().cpu().numpy(),
             terminated=(terminated_prob > 0.5).cpu().numpy(),
             latents=latents.float().cpu().numpy(),
+            carried=self.carried if carries else None,
         )
 
     def _shard_pool(self) -> ThreadPoolExecutor:

@@ -63,7 +63,7 @@ def reference_rollout(
             # shifts the window, and causality keeps it from changing the new frame's features.
             padded, padded_acts = torch.cat([seq, seq[:, -1:]], dim=1), torch.cat([acts, acts[:, -1:]], dim=1)
             _, features = model(padded, padded_acts, torch.cat([marks, marks[:, -1:]], dim=1), flex_rope_slope=slope)
-            reward, logit = model.heads(features[:, -2])
+            reward, logit, _ = model.heads(features[:, -2])
             frames.append(x[0])
             rewards.append(reward[0])
             terms.append(torch.sigmoid(logit[0]))

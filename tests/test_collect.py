@@ -155,8 +155,10 @@ def check_frames_move(episodes: list, min_change: float) -> None:
 def test_collect_doom_with_two_workers(tmp_path: Path) -> None:
     report = collect(CollectConfig("doom", episodes=2, steps=40, out=tmp_path, workers=2, seed=1), progress=False)
     assert sorted(report.written) == [0, 1] and len(report.startup_s) == 2
-    episodes = check_dataset(tmp_path, "doom:health_gathering", 2, 40, ("agent_pos", "agent_dir"))
+    episodes = check_dataset(tmp_path, "doom:health_gathering", 2, 40, ("agent_pos", "agent_dir", "health"))
     check_frames_move(episodes, 2.0)
+    # The scenario's own variable, per frame: health_gathering starts every episode at 92.
+    assert all(ep.extras["health"].shape == (ep.num_steps + 1,) and ep.extras["health"][0] == 92.0 for ep in episodes)
     meta = read_meta(tmp_path)
     assert meta.frame_skip == 4 and meta.policy == "persistent" and meta.seed == 1
     assert report.frames == sum(ep.num_steps + 1 for ep in episodes)

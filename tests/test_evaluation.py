@@ -286,7 +286,12 @@ def test_head_report_counts_hits_against_the_episodes(tiny_ckpt, tmp_path, monke
         save_episode(tmp_path / f"ep_{i:06d}.npz", Episode(frames, np.zeros(n, np.int64), np.ones(n, np.float32), terminated))
     # The heads say "ended" on the last reading of every row: one hit, one false alarm.
     def fake_read(world, episodes, bar=None):
-        return [(np.full(e.num_steps, 2.0), (np.arange(e.num_steps) == e.num_steps - 1).astype(float)) for e in episodes]
+        return [
+            heads_module.TeacherForced(
+                np.full(e.num_steps, 2.0), (np.arange(e.num_steps) == e.num_steps - 1).astype(float), torch.zeros(e.num_steps, 1), None
+            )
+            for e in episodes
+        ]
 
     monkeypatch.setattr(heads_module, "read_heads", fake_read)
     report = heads_module.evaluate_heads(world, tmp_path)
@@ -302,8 +307,8 @@ def test_reading_the_heads_keeps_each_episode_length(tiny_ckpt, maze_data):
     world = WorldModel.load(tiny_ckpt)
     episodes = [e for _, e in iter_episodes(maze_data / "test")][:2]
     readings = read_heads(world, episodes)
-    assert [len(r) for r, _ in readings] == [e.num_steps for e in episodes]
-    assert all(((p >= 0) & (p <= 1)).all() for _, p in readings)
+    assert [len(r.rewards) for r in readings] == [len(r.features) for r in readings] == [e.num_steps for e in episodes]
+    assert all(((r.termination_probs >= 0) & (r.termination_probs <= 1)).all() and r.carried is None for r in readings)
 
 
 def test_the_termination_probe_sees_frozen_last_frames_and_samples_endings(tmp_path):

@@ -95,6 +95,15 @@ def test_doom_world() -> None:
         assert np.linalg.norm(info["agent_pos"] - start) > 20.0
         assert np.abs(np.diff(np.stack(frames).astype(np.int16), axis=0)).mean() > 1.0
         assert isinstance(reward, float) and "health" in info
+        assert "health" in env.extra_keys  # recorded per frame, for worlds that carry it
+        # Standing still on the acid floor kills; the game's final health, not the last frame's, ends the episode.
+        env.reset(seed=3)
+        terminated = False
+        for _ in range(600):
+            _, _, terminated, truncated, info = env.step(env.action_names.index("noop"))
+            if terminated or truncated:
+                break
+        assert terminated and info["health"] <= 0
         runs = []
         for _ in range(2):
             env.reset(seed=3)

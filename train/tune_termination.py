@@ -32,7 +32,7 @@ HEAD_PREFIX = "heads.termination."
 def validation_readings(world: WorldModel, episodes: list) -> tuple[np.ndarray, np.ndarray]:
     """The head's probabilities and the true ends of every transition of ``episodes``."""
     with tqdm(total=sum(e.num_steps for e in episodes), unit="frame", desc="validation") as bar:
-        probs = [p for _, p in read_heads_in_batches(world, episodes, bar=bar)]
+        probs = [r.termination_probs for r in read_heads_in_batches(world, episodes, bar=bar)]
     ended = np.concatenate([np.asarray(e.terminated, bool) for e in episodes])
     return np.concatenate(probs), ended
 

@@ -84,8 +84,10 @@ class DoomWorld(RealWorld):
     Rewards are the scenario's (summed over the skipped tics). An episode is ``terminated`` when
     the game ends it before its timeout (death, goal reached) and ``truncated`` at the timeout.
     ``info["agent_pos"]`` (2,) is in map units (a corridor is about 64 wide), ``info["agent_dir"]``
-    (2,) the unit heading; the scenario's own game variables come lower-cased (e.g. ``health``).
-    Once the game has ended there is no screen: the final observation repeats the last one.
+    (2,) the unit heading; the scenario's own game variables come lower-cased (e.g. ``health``)
+    and are recorded as extras too, so that a world model can learn to carry them.
+    Once the game has ended there is no screen: the final observation repeats the last one (its
+    game variables are the game's final values).
     """
 
     extra_keys = ("agent_pos", "agent_dir")
@@ -131,6 +133,7 @@ class DoomWorld(RealWorld):
         variables = list(game.get_available_game_variables())
         self._pose_index = [variables.index(v) for v in POSE_VARIABLES]
         self._scenario_variables = [(v.name.lower(), variables.index(v)) for v in scenario_variables]
+        self.extra_keys = (*type(self).extra_keys, *(name for name, _ in self._scenario_variables))
         if seed is not None:
             game.set_seed(int(seed))
         # The game process writes ./_vizdoom.ini and ./_vizdoom/ into the folder it starts in:
@@ -162,6 +165,10 @@ class DoomWorld(RealWorld):
                 "agent_dir": np.array([math.cos(radians), math.sin(radians)], np.float32),
                 **{name: float(values[i]) for name, i in self._scenario_variables},
             }
+        else:  # the game's variables outlive its screen: a death's final health is <= 0
+            variables = self._game.get_available_game_variables()
+            for name, i in self._scenario_variables:
+                self._info[name] = float(self._game.get_game_variable(variables[i]))
         return self._frame.copy(), dict(self._info)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:

@@ -78,10 +78,28 @@ class FARConfig:
     # Episode ends are rare (one in hundreds of frames): their BCE term is weighted this much more.
     termination_pos_weight: float = 1.0
 
+    # Game variables the world carries from frame to frame beside its frames (doom's health). A
+    # drawn frame need not show such a value (doom's health digits stop counting down in free
+    # play), so the world keeps it: a head reads a frame's features with the values before it and
+    # predicts the values after, and the termination head reads those. Fitted on a trained world
+    # by train/tune_carried.py; () = none.
+    carried: tuple[str, ...] = ()
+    # Per carried variable: the scale the heads read it at (value / scale), and the value a world
+    # starts from when its context brings none (the median first value of the training episodes).
+    carried_scale: tuple[float, ...] = ()
+    carried_start: tuple[float, ...] = ()
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.action_nvec = tuple(int(n) for n in self.action_nvec)
+        self.carried = tuple(str(n) for n in self.carried)
+        self.carried_scale = tuple(float(v) for v in self.carried_scale)
+        self.carried_start = tuple(float(v) for v in self.carried_start)
+        if not len(self.carried) == len(self.carried_scale) == len(self.carried_start):
+            raise ValueError("carried, carried_scale and carried_start need one entry per carried variable")
+        if any(v <= 0 for v in self.carried_scale):
+            raise ValueError(f"carried_scale must be positive, got {self.carried_scale}")
         if self.width % self.heads or self.head_dim % 4:
             raise ValueError(f"width {self.width} / heads {self.heads} must give a head dim divisible by 4")
         for p in (self.patch_size, self.long_patch_size):
@@ -117,7 +135,8 @@ class FARConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["action_nvec"] = list(self.action_nvec)
+        for name in ("action_nvec", "carried", "carried_scale", "carried_start"):
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
@@ -126,7 +145,4 @@ class FARConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown FARConfig fields {sorted(unknown)}")
-        d = dict(d)
-        if "action_nvec" in d:
-            d["action_nvec"] = tuple(int(n) for n in d["action_nvec"])
-        return cls(**d)
+        return cls(**d)  # __post_init__ turns the lists back into tuples

@@ -113,7 +113,7 @@ class FARModel(nn.Module):
         self.cond_to_tokens = nn.Linear(d, d) if cfg.token_conditioning else None
         self.blocks = nn.ModuleList(FARBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * p * p)
-        self.heads = FrameHeads(d)
+        self.heads = FrameHeads(d, carried_scale=cfg.carried_scale)
         self.register_buffer("null_action", torch.tensor(cfg.action_nvec), persistent=False)
         # Token positions, RoPE tables and masks: no weights, shared with the cached sampler.
         self.layout = TokenLayout(cfg)
@@ -284,6 +284,11 @@ class FARModel(nn.Module):
         them (action dropout applied).
         """
         cfg = self.cfg
+        if cfg.carried:
+            raise ValueError(
+                f"this world carries {list(cfg.carried)}, whose heads are fitted on the frozen world by "
+                "train/tune_carried.py: train or fine-tune the world without them, then fit them again"
+            )
         b, n_frames = latents.shape[:2]
         n_long = n_frames - min(n_frames, cfg.short_window)
         device = latents.device
@@ -339,7 +344,7 @@ class FARModel(nn.Module):
         # A clean frame shown as the model's own (a rollout, an estimate) is left out: its label
         # belongs to the true frame, and a generated frame need not show it (doom's health digits
         # do not count down in free play), so learning from it teaches the heads to guess.
-        reward, termination_logit = self.heads(features)
+        reward, termination_logit, _ = self.heads(features)
         weight = torch.where(clean[:, n_long:], torch.ones_like(s[:, n_long:]), 1 - s[:, n_long:])
         weight = weight * (~untrue[:, n_long:]).float()
         reward_loss, termination_loss = head_losses(

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from far_world.model.cache import KVCache, LeavingFrame
 from far_world.model.far import CONTEXT, GENERATED, LONG, FARModel, as_generated, from_generated
+from far_world.model.heads import Carried
 from far_world.model.rope import apply_rope, flex_rope_slopes
 from far_world.model.sampler import SamplingSettings, sample_euler
 
@@ -28,6 +29,14 @@ class Generation:
     latents: Tensor  # (B,C,h,w)
     reward: Tensor  # (B,) of the transition into the frame
     terminated_prob: Tensor  # (B,)
+    features: Tensor  # (B,D) the frame's mean-pooled final features, which the heads read
+    carried: Carried | None = None  # the carried variables after the transition, if the world has any
+
+    @classmethod
+    def read(cls, model: FARModel, latents: Tensor, features: Tensor, carried: Carried | None) -> "Generation":
+        """The heads' readings of new frames' ``features``, given the carried values before them."""
+        heads = model.heads(features, carried)
+        return cls(latents, heads.reward, torch.sigmoid(heads.termination_logit), features, heads.carried)
 
 
 class CachedSampler:
@@ -96,6 +105,7 @@ class CachedSampler:
         settings: SamplingSettings,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        carried: Carried | None = None,
     ) -> Generation:
         """The next frame of every row, which then joins the row's context (noised to
         ``settings.context_noise`` if set).
@@ -107,7 +117,8 @@ class CachedSampler:
         noise (B,C,h,w): the noise, drawn from ``generator`` if None; with ``settings.start_time``
         s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise
         (a change model, ``change_scale`` > 0, from s0 * noise: no change). A change model's
-        result is added to the last context frame.
+        result is added to the last context frame. carried: the carried variables (B,K) before the
+        new frame, for a world that has them (:class:`~far_world.model.heads.FrameHeads`).
         """
         model, cfg, device, b = self.model, self.cfg, cache.device, cache.batch_size
         actions = model._action_components(actions.to(device), 1)
@@ -152,20 +163,21 @@ class CachedSampler:
         latent = from_generated(generated, last, cfg.change_scale)
         context_latent, level = self._noised_context(latent[:, None], settings.context_noise, generator)
         features = self._append(cache, context_latent[:, 0], actions, level[:, 0], slopes, generated=True)
-        reward, termination_logit = model.heads(features)
-        return Generation(latent, reward, torch.sigmoid(termination_logit))
+        return Generation.read(model, latent, features, carried)
 
     @torch.no_grad()
-    def observe(self, cache: KVCache, latents: Tensor, actions: Tensor, settings: SamplingSettings) -> Generation:
+    def observe(
+        self, cache: KVCache, latents: Tensor, actions: Tensor, settings: SamplingSettings, carried: Carried | None = None
+    ) -> Generation:
         """Append given frames (B,C,h,w), with the actions (B,) or (B,K) into them, to the context
         as clean frames, as :meth:`generate` appends its own: teacher forcing. Returns the heads'
-        readings of those frames, what they would have said had the model generated them."""
+        readings of those frames (given the carried values before them, if the world has any),
+        what they would have said had the model generated them."""
         actions = self.model._action_components(actions.to(cache.device), 1)
         level = torch.zeros(cache.batch_size, device=cache.device)
         slopes = flex_rope_slopes(settings.flex_rope_slope, self.cfg.heads, cache.device)
         features = self._append(cache, latents.to(cache.device, torch.float32), actions, level, slopes, generated=False)
-        reward, termination_logit = self.model.heads(features)
-        return Generation(latents, reward, torch.sigmoid(termination_logit))
+        return Generation.read(self.model, latents, features, carried)
 
     def _branch_actions(self, cache: KVCache, actions: Tensor, branches: int | None = None) -> Tensor:
         """Actions (B,F,K) for ``branches`` rows of B (default: the cache's): [actions ; null] for two."""
