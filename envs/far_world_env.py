@@ -67,7 +67,11 @@ class FARWorldEnv(gymnasium.Env):
         options = options or {}
         if "frames" in options:
             frames, actions = validate_context(options["frames"], options.get("actions"), self.world)
-            self._frame = self.episodes.reset(self.np_random, frames[None], None if actions is None else actions[None])[0]
+            carried = options.get("carried")  # the carried variables (K,) or per frame (T,K)
+            self._frame = self.episodes.reset(
+                self.np_random, frames[None], None if actions is None else actions[None],
+                None if carried is None else np.asarray(carried, np.float32)[None],
+            )[0]
         else:
             self._frame = self.episodes.reset(self.np_random)[0]
         if self.render_mode == "human":

@@ -99,7 +99,7 @@ class FARWorldVectorEnv(VectorEnv):
             checked = [validate_context(batch[i], None if acts is None else acts[i], self.world) for i in range(self.num_envs)]
             frames = np.stack([f for f, _ in checked])
             actions = None if acts is None else np.stack([a for _, a in checked])
-            obs = self.episodes.reset(self.np_random, frames, actions)
+            obs = self.episodes.reset(self.np_random, frames, actions, options.get("carried"))  # (B,K) or (B,T,K)
         else:
             obs = self.episodes.reset(self.np_random)
         self._started = True

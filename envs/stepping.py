@@ -71,11 +71,17 @@ class EpisodeStepper:
         carried = None if self.context.carried is None else np.stack([c.carried for c in contexts])
         return np.stack([c.frames for c in contexts]), np.stack([c.actions for c in contexts]), carried
 
-    def reset(self, rng: np.random.Generator, frames: np.ndarray | None = None, actions: np.ndarray | None = None) -> np.ndarray:
+    def reset(
+        self,
+        rng: np.random.Generator,
+        frames: np.ndarray | None = None,
+        actions: np.ndarray | None = None,
+        carried: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Start every episode: from contexts drawn with ``rng``, or from (B,T,H,W,3) frames and
-        (B,T-1[,K]) actions already checked by the caller (carried variables at start values).
-        The world's noise is seeded from ``rng``. Returns the first observations (B,H,W,3)."""
-        carried = None
+        (B,T-1[,K]) actions already checked by the caller, with the carried variables (B,K) or
+        (B,T,K) if given (else the world's start values). The world's noise is seeded from
+        ``rng``. Returns the first observations (B,H,W,3)."""
         if frames is None:
             frames, actions, carried = self.sample_contexts(rng, self.num_worlds)
         self.world.reset(frames, actions, seed=int(rng.integers(2**31)), carried=carried)

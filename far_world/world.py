@@ -55,8 +55,9 @@ class WorldModel:
     intra-op threads. A change takes effect at the next :meth:`reset`. Noise is drawn for all rows
     at once, so frames do not depend on how the rows are split (with ``context_noise`` > 0 they do).
     A world whose checkpoint carries game variables (:attr:`carried_names`, e.g. doom's health)
-    keeps their values per row: given at reset (the value at the last context frame; default the
-    checkpoint's start values), predicted by its heads at every step.
+    keeps their values per row: given at reset (at the context's frames, which also time their
+    falls, or at its last; default the checkpoint's start values), predicted by its heads at every
+    step.
     """
 
     def __init__(

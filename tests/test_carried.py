@@ -168,6 +168,12 @@ def test_the_envs_start_from_the_recorded_values_and_report_them(carried_ckpt, t
     _, info = vector.reset(seed=0)
     np.testing.assert_allclose(info["health"], [92.0, 92.0])  # bundled prompts bring no values
     assert info["_health"].all()
+    # A caller's own context brings its own values, to the single and the vector env alike.
+    frames = world.prompt_frames[:2]
+    _, info = env.reset(seed=0, options={"frames": frames[0], "carried": [33.0]})
+    assert info["health"] == pytest.approx(33.0)
+    _, info = vector.reset(seed=0, options={"frames": frames, "carried": np.array([[20.0], [40.0]])})
+    np.testing.assert_allclose(info["health"], [20.0, 40.0])
 
 
 def test_tuning_writes_a_world_with_carried_heads_that_plays(tiny_ckpt, tmp_path):
