@@ -237,3 +237,24 @@ def test_the_replay_sets_imagined_ends_against_real_ones(carried_ckpt, tmp_path,
     # The context ends at health 90; 8 steps on the world says 90 - 8 * 3, the game 100 - 10 * 9.
     assert summary["health_mae_step8"] == pytest.approx(abs((90 - 8 * 3) - (100 - 10 * 9)), abs=1e-3)
     assert (tmp_path / "out" / "replay.png").stat().st_size > 1000
+
+
+def test_a_drawn_share_fits_the_change_to_the_drawn_frames():
+    # Real frames lose 5 a step and drawn ones gain 5, with the same features: drawn rows only
+    # teach +5; the whole bank (one drawn row in four) teaches the mix.
+    n = 2000
+    drawn = torch.arange(n) % 4 == 0
+    after = torch.where(drawn, 55.0, 45.0)[:, None]
+    ended = torch.zeros(n, dtype=torch.bool)
+    ended[::50] = True
+    bank = FeatureBank(torch.ones(n, 8), torch.full((n, 1), 50.0), torch.zeros(n, 1), after, ended, drawn)
+    changes = {}
+    for share in (None, 1.0):
+        heads = FrameHeads(8, hidden=16, carried_scale=(100.0,))
+        fit_carried_heads(heads, bank, steps=300, batch_size=64, lr=1e-2, drawn_share=share)
+        with torch.no_grad():
+            after = heads(bank.features[:1], Carried(bank.before[:1], bank.since_fall[:1])).carried.values
+        changes[share] = float(after) - 50.0
+    assert changes[1.0] == pytest.approx(5.0, abs=1.0) and changes[None] == pytest.approx(-2.5, abs=1.0)
+    with pytest.raises(ValueError, match="drawn_share"):
+        fit_carried_heads(FrameHeads(8, carried_scale=(100.0,)), bank, 1, 8, 1e-3, drawn_share=1.5)

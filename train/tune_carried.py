@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-recall", type=float, default=0.0,
                    help="only thresholds that catch this share of the held-out training ends compete (0: F1 alone)")
+    p.add_argument("--drawn-share", type=float, default=None,
+                   help="share of the carried head's rows drawn from the drawn frames (default: uniform over all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--features", help="a folder to keep the features in, and read them from on a rerun "
                    "with the same world, data and settings (e.g. to try other head settings)")
@@ -123,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
     fit_bank = banks(world, fit, args.context, args.horizon, args.seed, "training episodes", cached("fit"))
     with tqdm(total=args.steps, unit="step", desc="heads") as bar:
         try:
-            losses = fit_carried_heads(world.far.heads, fit_bank, args.steps, args.batch_size, args.lr, args.seed, bar)
+            losses = fit_carried_heads(
+                world.far.heads, fit_bank, args.steps, args.batch_size, args.lr, args.seed, bar, args.drawn_share
+            )
         except ValueError as exc:
             raise SystemExit(f"{args.data}/train: {exc}") from exc
     print(f"heads trained {args.steps} steps: loss {np.mean(losses[-100:]):.4f}")
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
                  for k, v in world.checkpoint.far_state.items()}
     tuning = {
         "carried": args.carried, "scale": scale, "start": start, "episodes": len(fit), "steps": args.steps,
-        "context": args.context, "horizon": args.horizon, "final_loss": float(np.mean(losses[-100:])),
+        "context": args.context, "horizon": args.horizon, "drawn_share": args.drawn_share,
+        "final_loss": float(np.mean(losses[-100:])),
         "logit_shift": shift, "validation_episodes": len(validation), "validation_f1": f1, **report,
     }  # fmt: skip
     summary = {**source.summary, "carried_heads": tuning}

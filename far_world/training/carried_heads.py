@@ -165,18 +165,29 @@ def drawn_features(
 
 
 def fit_carried_heads(
-    heads: FrameHeads, bank: FeatureBank, steps: int, batch_size: int, lr: float, seed: int = 0, bar: tqdm | None = None
+    heads: FrameHeads,
+    bank: FeatureBank,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    bar: tqdm | None = None,
+    drawn_share: float | None = None,
 ) -> list[float]:
     """Train the carried and termination heads (in place) on ``bank``; returns the losses.
 
     A share :data:`ENDING_SHARE` of each batch are episode ends, which are one transition in
     hundreds. The carried loss, the MSE of the values at the heads' scale, reads only the rest of
     the batch, drawn uniformly: a death is also a fall, and learnt from a batch rich in them the
-    change comes out too low at every frame, which free play adds up.
+    change comes out too low at every frame, which free play adds up. With ``drawn_share`` that
+    share of the uniform rows comes from the drawn frames (what the heads read in imagination),
+    the rest from the whole bank; None draws them all from the whole bank.
     """
     if heads.carried is None:
         raise ValueError("these heads carry no variables")
-    ends = bank.ended.nonzero()[:, 0]
+    ends, drawn = bank.ended.nonzero()[:, 0], bank.drawn.nonzero()[:, 0]
+    if drawn_share is not None and (not 0.0 <= drawn_share <= 1.0 or (drawn_share > 0 and len(drawn) == 0)):
+        raise ValueError(f"drawn_share must be in [0, 1], with drawn frames in the bank; got {drawn_share}")
     if len(ends) == 0:
         raise ValueError("no transition of the bank ends an episode: nothing for the termination head to learn")
     torch.manual_seed(seed)
@@ -184,11 +195,13 @@ def fit_carried_heads(
     optimizer = torch.optim.Adam(params, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n_end = max(1, int(batch_size * ENDING_SHARE))
+    n_drawn = 0 if drawn_share is None else int(round((batch_size - n_end) * drawn_share))
     losses = []
     for _ in range(steps):
         rows = torch.cat([
             ends[torch.randint(len(ends), (n_end,), generator=generator)],
-            torch.randint(len(bank), (batch_size - n_end,), generator=generator),
+            drawn[torch.randint(max(len(drawn), 1), (n_drawn,), generator=generator)],
+            torch.randint(len(bank), (batch_size - n_end - n_drawn,), generator=generator),
         ])  # fmt: skip
         out = heads(bank.features[rows], Carried(bank.before[rows], bank.since_fall[rows]))
         uniform = rows[n_end:]
