@@ -326,19 +326,18 @@ class WorldModel:
         def step_shard(i: int) -> tuple[torch.Tensor, ...]:
             rows = self._shards[i]
             with torch.no_grad():  # grad mode is per thread
-                before = Carried(*(part[rows] for part in self._carried))
-                out = self.sampler.generate(
-                    self._caches[i], actions[rows], self.settings, noise[rows], generators[i], carried=before if carries else None
-                )
-                after = out.carried if carries else before
+                before = Carried(*(part[rows] for part in self._carried)) if carries else None
+                out = self.sampler.generate(self._caches[i], actions[rows], self.settings, noise[rows], generators[i], before)
+                after = tuple(out.carried) if carries else ()
                 return self.autoencoder.decode(out.latents), out.reward, out.terminated_prob, out.latents, *after
 
         shards = range(len(self._shards))
         threads = self.threads if self.threads is not None else (1 if self.device.type == "cpu" else None)
         with torch_threads(threads):
             results = [step_shard(0)] if len(shards) == 1 else list(self._shard_pool().map(step_shard, shards))
-        frames, rewards, terminated_prob, latents, values, since_fall = (torch.cat(parts) for parts in zip(*results))
-        self._carried = Carried(values.float(), since_fall.float())
+        frames, rewards, terminated_prob, latents, *carried = (torch.cat(parts) for parts in zip(*results))
+        if carries:
+            self._carried = Carried(*(part.float() for part in carried))
         self.frame_index += 1
         return WorldStep(
             frames=frames.cpu().numpy(),

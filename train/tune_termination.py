@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"--min-recall is a share of the ends, in [0, 1]; got {args.min_recall}")
 
     world = WorldModel.load(args.ckpt)
+    if world.carried_names:
+        raise SystemExit(f"{args.ckpt} carries {world.carried_names}: its termination head reads them; refit it with train/tune_carried.py")
     train = [e for _, e in iter_episodes(f"{args.data}/train")]
     held = max(1, len(train) // 5)
     fit, validation = train[:-held], train[-held:]
