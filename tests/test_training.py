@@ -208,9 +208,10 @@ def scramble_rngs() -> None:
         {"self_context_prob": "0.5", "rollout_prob": "0.5"},
         {"adversarial_weight": "0.5", "rollout_prob": "0.5", "critic_actions": "true"},
         {"distill_prob": "0.7", "distill_substeps": "2"},  # steps 0, 2 and 4 distill
+        {"distill_prob": "0.7", "distill_substeps": "2", "distill_guidance": "2", "distill_guided_steps": "2"},
         {"revisit_prob": "0.5", "revisit_margin": "1.0"},
     ],
-    ids=["context_noise", "own_frames", "adversarial", "distillation", "revisits"],
+    ids=["context_noise", "own_frames", "adversarial", "distillation", "guided_distillation", "revisits"],
 )
 def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
     _, cache = squares
@@ -297,6 +298,13 @@ def test_rollouts_of_a_warm_start_world_start_warm_as_its_play_does(squares, mon
     assert starts and set(starts) == {0.7}
     with pytest.raises(ValueError, match="warm-start"):
         tiny_far_config(distill_prob="0.5", **{"far.warm_start_time": "0.7"})
+
+
+def test_guided_distillation_needs_a_positive_weight_and_a_guided_step():
+    with pytest.raises(ValueError, match="distill_guidance"):
+        tiny_far_config(distill_prob="0.5", distill_guidance="0")
+    with pytest.raises(ValueError, match="distill_guided_steps"):
+        tiny_far_config(distill_prob="0.5", distill_guided_steps="0")
 
 
 def test_change_prediction_refuses_the_objectives_that_estimate_whole_frames():

@@ -186,7 +186,7 @@ class FARTrainer:
         with sync:
             out = self.loss_module(
                 "distill", self.teacher, batch.frames, batch.actions, cfg.distill_steps, cfg.distill_substeps,
-                generator=generator,
+                generator=generator, guidance=cfg.distill_guidance, guided_steps=cfg.distill_guided_steps,
             )  # fmt: skip
             (out["loss"] / cfg.micro_batches).backward()
         return out

@@ -116,6 +116,11 @@ class FARTrainConfig:
     distill_prob: float = 0.0
     distill_steps: int = 3
     distill_substeps: int = 3
+    # The teacher guided on the new frame's action with this weight over the grid's first
+    # distill_guided_steps steps (1 = unguided): the student, played unguided, learns to move
+    # as the guided teacher does (guidance baked in, at the unguided frame rate).
+    distill_guidance: float = 1.0
+    distill_guided_steps: int = 1
     # Revisit clips (far_world/data/revisits.py): a clip is, with probability revisit_prob, one whose
     # last frame is closer to a long-term frame of the clip than revisit_margin times the closest
     # short-window frame, so that the loss asks for what only the compressed long-term context shows.
@@ -147,6 +152,9 @@ class FARTrainConfig:
         if not 0.0 <= self.distill_prob <= 1.0 or self.distill_steps < 1 or self.distill_substeps < 1:
             got = f"{self.distill_prob}, {self.distill_steps}, {self.distill_substeps}"
             raise ValueError(f"need distill_prob in [0, 1] and distill_steps, distill_substeps >= 1, got {got}")
+        if self.distill_guidance <= 0 or self.distill_guided_steps < 1:
+            got = f"{self.distill_guidance}, {self.distill_guided_steps}"
+            raise ValueError(f"need distill_guidance > 0 and distill_guided_steps >= 1, got {got}")
         if self.distill_prob > 0 and (self.far.warm_start_time < 1.0 or self.far.change_scale > 0):
             raise ValueError(
                 "distillation teaches the path from noise to the frame: it cannot train warm-start paths "
