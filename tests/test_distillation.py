@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from far_world.model.far import FARModel
+from far_world.training import distillation
 from far_world.training.distillation import distillation_loss, frozen_teacher, teacher_landing
 from far_world.training.presets import FAR_PRESETS, apply_overrides, preset
 
@@ -78,6 +79,23 @@ def test_guidance_reaches_the_rows_on_the_first_guided_steps_of_the_grid_only(on
     by_guided_steps = [loss(2.0, n) for n in (1, 2, 3)]
     assert by_guided_steps == sorted(by_guided_steps)
     assert by_guided_steps[-1] > 1e-6
+
+
+def test_steps_before_from_step_are_left_out_and_the_rest_are_all_taught(one_thread, monkeypatch):
+    model, latents, actions = _model_and_clip()
+    teacher = frozen_teacher(model)
+    starts: list[float] = []
+
+    def recording_landing(teacher, context, x_s, actions, s, *args, **kwargs):
+        starts.extend(s.tolist())
+        return teacher_landing(teacher, context, x_s, actions, s, *args, **kwargs)
+
+    monkeypatch.setattr(distillation, "teacher_landing", recording_landing)
+    for seed in range(8):
+        generator = torch.Generator().manual_seed(seed)
+        distillation_loss(model, teacher, latents, actions, 3, substeps=1, generator=generator, from_step=1)
+    # The 3-step grid starts at flow times 1, 2/3 and 1/3: the first is left to the flow loss.
+    assert {round(s, 4) for s in starts} == {0.6667, 0.3333}
 
 
 def test_training_on_the_loss_brings_the_student_to_the_teachers_landing(one_thread):

@@ -209,9 +209,10 @@ def scramble_rngs() -> None:
         {"adversarial_weight": "0.5", "rollout_prob": "0.5", "critic_actions": "true"},
         {"distill_prob": "0.7", "distill_substeps": "2"},  # steps 0, 2 and 4 distill
         {"distill_prob": "0.7", "distill_substeps": "2", "distill_guidance": "2", "distill_guided_steps": "2"},
+        {"distill_prob": "0.7", "distill_substeps": "2", "distill_from_step": "1"},
         {"revisit_prob": "0.5", "revisit_margin": "1.0"},
     ],
-    ids=["context_noise", "own_frames", "adversarial", "distillation", "guided_distillation", "revisits"],
+    ids=["context_noise", "own_frames", "adversarial", "distillation", "guided_distillation", "late_distillation", "revisits"],
 )
 def test_far_resume_after_step_k_is_exact(squares, tmp_path, overrides):
     _, cache = squares
@@ -305,6 +306,12 @@ def test_guided_distillation_needs_a_positive_weight_and_a_guided_step():
         tiny_far_config(distill_prob="0.5", distill_guidance="0")
     with pytest.raises(ValueError, match="distill_guided_steps"):
         tiny_far_config(distill_prob="0.5", distill_guided_steps="0")
+
+
+def test_distillation_must_teach_at_least_the_grids_last_step():
+    with pytest.raises(ValueError, match="distill_from_step"):
+        tiny_far_config(distill_prob="0.5", distill_steps="3", distill_from_step="3")
+    assert tiny_far_config(distill_prob="0.5", distill_steps="3", distill_from_step="2").distill_from_step == 2
 
 
 def test_change_prediction_refuses_the_objectives_that_estimate_whole_frames():

@@ -12,7 +12,10 @@ it started from) lands in ``substeps`` smaller steps over the same interval: a f
 as in progressive distillation. The starting points are the data's own x_s = (1 - s) x0 + s eps,
 and the clips are laid out as at play time: every frame is clean context but the last, which
 is denoised. Only the velocity at the grid's flow times is taught, so the student is meant to
-be played on that grid (``distill_steps`` Euler steps, even spacing).
+be played on that grid (``distill_steps`` Euler steps, even spacing). The grid's first steps may
+be left to the flow loss (``from_step``): they lay out the frame from high noise, where the
+many-step teacher commits to a layout that the plain average would hedge, and only the later
+steps, which draw the detail, are distilled.
 
 The teacher may also be guided on the new frame's action over the grid's first steps (what
 ``--guidance-scope frame --guided-steps n`` does at play time), so that the student, played
@@ -99,9 +102,11 @@ def distillation_loss(
     generator: torch.Generator | None = None,
     guidance: float = 1.0,
     guided_steps: int = 1,
+    from_step: int = 0,
 ) -> Tensor:
     """Squared error between the student's velocity for the last frame at a grid point s_k and
-    the velocity that would carry it to the teacher's landing at s_{k+1}.
+    the velocity that would carry it to the teacher's landing at s_{k+1}, for k drawn evenly from
+    ``from_step`` to the grid's last step.
 
     latents (B,F,C,h,w), actions (B,F) or (B,F,K) as in ``FARModel.training_loss``; the actions
     are dropped to null as there (``action_dropout``), for teacher and student alike, so that
@@ -114,7 +119,8 @@ def distillation_loss(
     x0 = latents.float()
     actions = model.dropped_actions(actions, generator)
     grid = flow_times(student_steps).to(device)
-    k = model._draw(torch.rand, (b,), device, generator).mul(student_steps).long().clamp_max(student_steps - 1)
+    taught = student_steps - from_step
+    k = from_step + model._draw(torch.rand, (b,), device, generator).mul(taught).long().clamp_max(taught - 1)
     s, s_next = grid[k], grid[k + 1]
     eps = model._draw(torch.randn, tuple(x0[:, -1].shape), device, generator)
     x_s = (1 - s)[:, None, None, None] * x0[:, -1] + s[:, None, None, None] * eps

@@ -187,6 +187,7 @@ class FARTrainer:
             out = self.loss_module(
                 "distill", self.teacher, batch.frames, batch.actions, cfg.distill_steps, cfg.distill_substeps,
                 generator=generator, guidance=cfg.distill_guidance, guided_steps=cfg.distill_guided_steps,
+                from_step=cfg.distill_from_step,
             )  # fmt: skip
             (out["loss"] / cfg.micro_batches).backward()
         return out

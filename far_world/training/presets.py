@@ -121,6 +121,9 @@ class FARTrainConfig:
     # as the guided teacher does (guidance baked in, at the unguided frame rate).
     distill_guidance: float = 1.0
     distill_guided_steps: int = 1
+    # Grid steps before distill_from_step are left to the flow loss: only the later, low-noise
+    # steps that draw the detail learn from the teacher (0 = every step).
+    distill_from_step: int = 0
     # Revisit clips (far_world/data/revisits.py): a clip is, with probability revisit_prob, one whose
     # last frame is closer to a long-term frame of the clip than revisit_margin times the closest
     # short-window frame, so that the loss asks for what only the compressed long-term context shows.
@@ -155,6 +158,9 @@ class FARTrainConfig:
         if self.distill_guidance <= 0 or self.distill_guided_steps < 1:
             got = f"{self.distill_guidance}, {self.distill_guided_steps}"
             raise ValueError(f"need distill_guidance > 0 and distill_guided_steps >= 1, got {got}")
+        if not 0 <= self.distill_from_step < self.distill_steps:
+            got = f"distill_from_step={self.distill_from_step}, distill_steps={self.distill_steps}"
+            raise ValueError(f"need 0 <= distill_from_step < distill_steps, got {got}")
         if self.distill_prob > 0 and (self.far.warm_start_time < 1.0 or self.far.change_scale > 0):
             raise ValueError(
                 "distillation teaches the path from noise to the frame: it cannot train warm-start paths "
