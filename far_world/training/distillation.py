@@ -114,6 +114,8 @@ def distillation_loss(
     is guided with weight ``guidance`` on the rows whose grid step is one of the first
     ``guided_steps``.
     """
+    if not 0 <= from_step < student_steps:
+        raise ValueError(f"need 0 <= from_step < student_steps, got {from_step} and {student_steps}")
     b = latents.shape[0]
     device = latents.device
     x0 = latents.float()
