@@ -13,9 +13,9 @@ as in progressive distillation. The starting points are the data's own x_s = (1 
 and the clips are laid out as at play time: every frame is clean context but the last, which
 is denoised. Only the velocity at the grid's flow times is taught, so the student is meant to
 be played on that grid (``distill_steps`` Euler steps, even spacing). The grid's first steps may
-be left to the flow loss (``from_step``): they lay out the frame from high noise, where the
-many-step teacher commits to a layout that the plain average would hedge, and only the later
-steps, which draw the detail, are distilled.
+be left to the flow loss (``from_step``), so that only the later ones, which draw the detail, are
+distilled: on doom the PSNR that distillation costs was lost mostly at the first step, which
+lays out the frame from pure noise; on the maze it was not (docs/RESULTS.md).
 
 The teacher may also be guided on the new frame's action over the grid's first steps (what
 ``--guidance-scope frame --guided-steps n`` does at play time), so that the student, played
