@@ -521,6 +521,10 @@ def test_train_far_init_starts_from_a_worlds_weights_on_its_latents_only(squares
         train_far.main(["--data", str(data), "--ae", str(other_ae), "--out", str(tmp_path / "other"), "--preset", "tiny",
                         "--cache", str(data / "cache_other"), "steps=0", "--init", str(first)])  # fmt: skip
 
+    # Weights that predict the velocity are refused by a run that reads them as the clean frame.
+    with pytest.raises(SystemExit, match="far.prediction=velocity"):
+        train_far.main(far_args(data, ae, tmp_path / "clean", "steps=0", "far.prediction=clean", "--init", str(first)))
+
     # Distillation learns from the world it starts from: without --init there is no teacher.
     with pytest.raises(SystemExit, match="needs --init"):
         train_far.main(far_args(data, ae, tmp_path / "no_teacher", "steps=2", "distill_prob=1.0"))

@@ -33,6 +33,7 @@ from far_world.data.clips import ClipDataset  # noqa: E402
 from far_world.data.episodes import read_meta  # noqa: E402
 from far_world.data.latents import build_latent_cache  # noqa: E402
 from far_world.model.autoencoder import FrameAutoencoder  # noqa: E402
+from far_world.model.config import FARConfig  # noqa: E402
 from far_world.training.distributed import DistInfo, barrier, init_distributed, shutdown_distributed  # noqa: E402
 from far_world.training.export import export_world  # noqa: E402
 from far_world.training.far_trainer import FARTrainer  # noqa: E402
@@ -89,11 +90,22 @@ def latent_dataset(args: argparse.Namespace, cfg: FARTrainConfig, ae: FrameAutoe
     )  # fmt: skip
 
 
-def initial_weights(path: Path, ae: FrameAutoencoder) -> dict[str, torch.Tensor]:
-    """A world checkpoint's FAR weights, refused unless it was trained on this autoencoder's latents."""
+# FARConfig fields that say what the network's output is: weights trained under one value are
+# nonsense under another, yet they load without a shape error.
+OUTPUT_MEANING = ("prediction", "change_scale")
+
+
+def initial_weights(path: Path, ae: FrameAutoencoder, far: FARConfig) -> dict[str, torch.Tensor]:
+    """A world checkpoint's FAR weights, refused unless it was trained on this autoencoder's
+    latents and its output means what this run's config says it does."""
     if load_autoencoder(path)[0].fingerprint() != ae.fingerprint():
         raise SystemExit(f"--init {path}: its autoencoder is not the --ae one, so its latents mean something else")
-    return load_world_checkpoint(path).far_state
+    ckpt = load_world_checkpoint(path)
+    for name in OUTPUT_MEANING:
+        theirs, ours = getattr(ckpt.far_config, name), getattr(far, name)
+        if theirs != ours:
+            raise SystemExit(f"--init {path}: it was trained with far.{name}={theirs}, this run has {ours}; pass far.{name}={theirs}")
+    return ckpt.far_state
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         if dist.is_main:
             print(f"resumed from {state_path} at step {trainer.step}")
     elif args.init:
-        trainer.start_from(initial_weights(Path(args.init), ae))
+        trainer.start_from(initial_weights(Path(args.init), ae, cfg.far))
         if dist.is_main:
             print(f"started from the weights of {args.init}")
     if cfg.distill_prob > 0 and trainer.teacher is None:
