@@ -524,6 +524,9 @@ def test_train_far_init_starts_from_a_worlds_weights_on_its_latents_only(squares
     # Weights that predict the velocity are refused by a run that reads them as the clean frame.
     with pytest.raises(SystemExit, match="far.prediction=velocity"):
         train_far.main(far_args(data, ae, tmp_path / "clean", "steps=0", "far.prediction=clean", "--init", str(first)))
+    # Unless the run says it means to relearn the output.
+    train_far.main(far_args(data, ae, tmp_path / "clean", "steps=0", "far.prediction=clean", "--init", str(first), "--new-output"))
+    assert load_world_checkpoint(tmp_path / "clean" / "world.pt").far_config.prediction == "clean"
 
     # Distillation learns from the world it starts from: without --init there is no teacher.
     with pytest.raises(SystemExit, match="needs --init"):

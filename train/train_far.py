@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, FARTr
     parser.add_argument(
         "--init", help="start from this world checkpoint's FAR weights (fine-tuning; needs the same shape and autoencoder)"
     )
+    parser.add_argument(
+        "--new-output", action="store_true",
+        help="with --init: let the run change what the network outputs (far.prediction, far.change_scale) and relearn it",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="config fields, e.g. lr=1e-4 far.depth=4 batch_size=32")
     args = parser.parse_args(argv)
     cfg = apply_overrides(preset(FAR_PRESETS, args.preset), args.overrides)
@@ -95,16 +99,19 @@ def latent_dataset(args: argparse.Namespace, cfg: FARTrainConfig, ae: FrameAutoe
 OUTPUT_MEANING = ("prediction", "change_scale")
 
 
-def initial_weights(path: Path, ae: FrameAutoencoder, far: FARConfig) -> dict[str, torch.Tensor]:
+def initial_weights(path: Path, ae: FrameAutoencoder, far: FARConfig, new_output: bool = False) -> dict[str, torch.Tensor]:
     """A world checkpoint's FAR weights, refused unless it was trained on this autoencoder's
-    latents and its output means what this run's config says it does."""
+    latents and, unless ``new_output``, its output means what this run's config says it does."""
     if load_autoencoder(path)[0].fingerprint() != ae.fingerprint():
         raise SystemExit(f"--init {path}: its autoencoder is not the --ae one, so its latents mean something else")
     ckpt = load_world_checkpoint(path)
     for name in OUTPUT_MEANING:
         theirs, ours = getattr(ckpt.far_config, name), getattr(far, name)
-        if theirs != ours:
-            raise SystemExit(f"--init {path}: it was trained with far.{name}={theirs}, this run has {ours}; pass far.{name}={theirs}")
+        if theirs != ours and not new_output:
+            raise SystemExit(
+                f"--init {path}: it was trained with far.{name}={theirs}, this run has {ours}; pass far.{name}={theirs}, "
+                "or --new-output to relearn the output"
+            )
     return ckpt.far_state
 
 
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         if dist.is_main:
             print(f"resumed from {state_path} at step {trainer.step}")
     elif args.init:
-        trainer.start_from(initial_weights(Path(args.init), ae, cfg.far))
+        trainer.start_from(initial_weights(Path(args.init), ae, cfg.far, args.new_output))
         if dist.is_main:
             print(f"started from the weights of {args.init}")
     if cfg.distill_prob > 0 and trainer.teacher is None:
