@@ -107,6 +107,23 @@ def test_compare_evals_counts_windows_won_against_the_baseline(tmp_path):
         compare.main([str(base), str(tmp_path / "unfinished" / "metrics.json")])
 
 
+def test_compare_evals_adds_action_following_from_the_run_or_its_actions_folder(tmp_path):
+    compare = _script("compare_evals")
+    base = _free_play_metrics(tmp_path / "base" / "metrics.json", [10.0, 12.0], [0.5, 0.6])
+    gaps = [1.0] * 4 + [3.0] * 4 + [100.0] * 8  # horizons past 8 must not count
+    actions = {"psnr_gap_shuffled": gaps, "idm_accuracy": {"model_true": 0.4, "real": 0.5}}
+    (tmp_path / "base_actions").mkdir()
+    (tmp_path / "base_actions" / "metrics.json").write_text(json.dumps({"actions": actions}))
+    no_actions = _free_play_metrics(tmp_path / "variant" / "metrics.json", [11.0, 11.0], [0.9, 1.3])
+    lines = compare.main([str(base), str(no_actions)]).splitlines()
+    assert "| gap 1..8 (dB) | IDM, generated pairs | release rule |" in lines[0]
+    assert lines[2].endswith("| – | 2.00 | 0.400 (real 0.500) |  |")
+    assert "| – | – | fails" in lines[3]
+    # Without any action protocol the table keeps its free-play columns only.
+    other = _free_play_metrics(tmp_path / "other" / "metrics.json", [11.0, 11.0], [0.9, 1.3])
+    assert "gap" not in compare.main([str(other), str(no_actions)]).splitlines()[0]
+
+
 def test_wins_needed_is_the_one_sided_sign_test_threshold():
     assert wins_needed(48) == 31  # P(>= 31 of 48) = 0.030, P(>= 30 of 48) = 0.056
     assert wins_needed(5) == 5 and wins_needed(4) == 5  # 4 windows cannot reject a coin at 0.05

@@ -12,6 +12,12 @@ release rule"): a run passes when it wins at least as many windows on each figur
 sign test asks (31 of 48) and its FVD is no higher than the baseline's. Play speed is the other
 half: benchmarks/play_speed.py. ``--plot PATH`` also draws each run's PSNR and FVD against its
 sharpness ratio, to see whether detail was bought with either.
+
+Where a run was also scored by the action protocol, two columns join the table: the
+true-vs-shuffled PSNR gap over horizons 1..8 and the inverse-dynamics accuracy on generated pairs
+(with that on real pairs). They are read from the same metrics.json (``--protocol freeplay
+actions``) or from the folder beside it named with ``_actions`` (``runs/eval/NAME_actions``, for
+an action protocol run on its own).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from far_world.evaluation.action_following import GAP_HORIZONS, early_gap
 from far_world.evaluation.free_play import summary, wins_needed
 from far_world.evaluation.report import save_tradeoff_plot
 
@@ -43,11 +50,33 @@ def load_free_play(path: Path) -> dict:
     return metrics["freeplay"]
 
 
+def load_action_following(path: Path) -> dict | None:
+    """The action protocol's metrics of the run scored in ``path``, if there are any: in the same
+    file, or in the ``_actions`` folder beside its own."""
+    metrics = json.loads(path.read_text())
+    if "actions" in metrics:
+        return metrics["actions"]
+    beside = path.parent.with_name(path.parent.name + "_actions") / path.name
+    if beside.is_file():
+        return json.loads(beside.read_text()).get("actions")
+    return None
+
+
+def action_cells(actions: dict | None) -> list[str]:
+    """The gap over the first horizons and the IDM's accuracy on generated and real pairs."""
+    if actions is None:
+        return ["–", "–"]
+    idm = actions.get("idm_accuracy", {})
+    idm_cell = f"{idm['model_true']:.3f} (real {idm['real']:.3f})" if "model_true" in idm and "real" in idm else "–"
+    return [f"{early_gap(actions):.2f}", idm_cell]
+
+
 def rows(paths: list[Path]) -> list[list[str]]:
-    base = load_free_play(paths[0])
+    runs = [load_free_play(path) for path in paths]
+    actions = [load_action_following(path) for path in paths]
+    base = runs[0]
     out = []
-    for path in paths:
-        run = load_free_play(path)
+    for path, run, run_actions in zip(paths, runs, actions):
         if run["sources"] != base["sources"]:
             raise SystemExit(f"{path}: scored other windows than {paths[0]}; compare runs on the same windows")
         model, reference = run["per_window"]["model"], base["per_window"]["model"]
@@ -63,6 +92,8 @@ def rows(paths: list[Path]) -> list[list[str]]:
             row.append(cell if path == paths[0] else f"{cell} (wins {s['win_rate']:.2f})")
         fvd = run.get("fvd", {}).get("model")
         row.append("–" if fvd is None else f"{fvd:.0f}")
+        if any(a is not None for a in actions):
+            row += action_cells(run_actions)
         row.append("" if path == paths[0] else release_verdict(wins, len(base["sources"]), fvd, base.get("fvd", {}).get("model")))
         out.append(row)
     return out
@@ -102,9 +133,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
     parser.add_argument("--plot", type=Path, default=None, help="PNG: PSNR and FVD against the sharpness ratio, a point a run")
     args = parser.parse_args(argv)
-    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)", "release rule"]
+    table = rows(args.metrics)
+    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
+    if len(table[0]) > len(header) + 1:
+        header += [f"gap 1..{GAP_HORIZONS} (dB)", "IDM, generated pairs"]
+    header.append("release rule")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(args.metrics)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
     text = "\n".join(lines)
     print(text)
     if args.plot is not None:

@@ -32,6 +32,17 @@ def shuffled_actions(actions: np.ndarray, seed: int = 0) -> np.ndarray:
     return actions[(np.arange(n) + shift) % n]
 
 
+# The floor's horizons: the gap is read over the first 8 predicted frames, where the action taken
+# still decides most of what is in view.
+GAP_HORIZONS = 8
+
+
+def early_gap(actions_metrics: dict, horizons: int = GAP_HORIZONS) -> float:
+    """Mean true-vs-shuffled PSNR gap (dB) over horizons 1..``horizons`` of an action protocol's
+    metrics (``metrics.json``'s "actions")."""
+    return float(np.mean(actions_metrics["psnr_gap_shuffled"][:horizons]))
+
+
 @dataclass
 class ActionReport:
     horizon: int
