@@ -71,11 +71,16 @@ def action_cells(actions: dict | None) -> list[str]:
     return [f"{early_gap(actions):.2f}", idm_cell]
 
 
-def rows(paths: list[Path]) -> list[list[str]]:
+def table(paths: list[Path]) -> list[list[str]]:
+    """The header, then one row a run; the action columns only where some run has them."""
     runs = [load_free_play(path) for path in paths]
     actions = [load_action_following(path) for path in paths]
+    with_actions = any(a is not None for a in actions)
+    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
+    if with_actions:
+        header += [f"gap 1..{GAP_HORIZONS} (dB)", "IDM, generated pairs"]
     base = runs[0]
-    out = []
+    out = [header + ["release rule"]]
     for path, run, run_actions in zip(paths, runs, actions):
         if run["sources"] != base["sources"]:
             raise SystemExit(f"{path}: scored other windows than {paths[0]}; compare runs on the same windows")
@@ -92,7 +97,7 @@ def rows(paths: list[Path]) -> list[list[str]]:
             row.append(cell if path == paths[0] else f"{cell} (wins {s['win_rate']:.2f})")
         fvd = run.get("fvd", {}).get("model")
         row.append("–" if fvd is None else f"{fvd:.0f}")
-        if any(a is not None for a in actions):
+        if with_actions:
             row += action_cells(run_actions)
         row.append("" if path == paths[0] else release_verdict(wins, len(base["sources"]), fvd, base.get("fvd", {}).get("model")))
         out.append(row)
@@ -133,13 +138,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files; the first is the baseline")
     parser.add_argument("--plot", type=Path, default=None, help="PNG: PSNR and FVD against the sharpness ratio, a point a run")
     args = parser.parse_args(argv)
-    table = rows(args.metrics)
-    header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
-    if len(table[0]) > len(header) + 1:
-        header += [f"gap 1..{GAP_HORIZONS} (dB)", "IDM, generated pairs"]
-    header.append("release rule")
+    header, *runs = table(args.metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table]
+    lines += ["| " + " | ".join(row) + " |" for row in runs]
     text = "\n".join(lines)
     print(text)
     if args.plot is not None:
