@@ -41,19 +41,23 @@ FIGURES = {
 }
 
 
-def load_free_play(path: Path) -> dict:
+def read_metrics(path: Path) -> dict:
     if not path.is_file():
         raise SystemExit(f"{path}: no such file (train/evaluate.py writes OUT/metrics.json when it finishes)")
-    metrics = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def load_free_play(path: Path, metrics: dict | None = None) -> dict:
+    """The free-play section of ``path``'s metrics (``metrics``: the file, if already read)."""
+    metrics = read_metrics(path) if metrics is None else metrics
     if "sources" not in metrics.get("freeplay", {}):
         raise SystemExit(f"{path}: no free-play protocol in it (evaluate with --protocol freeplay)")
     return metrics["freeplay"]
 
 
-def load_action_following(path: Path) -> dict | None:
-    """The action protocol's metrics of the run scored in ``path``, if there are any: in the same
-    file, or in the ``_actions`` folder beside its own."""
-    metrics = json.loads(path.read_text())
+def load_action_following(path: Path, metrics: dict) -> dict | None:
+    """The action protocol's metrics of the run scored in ``path`` (read as ``metrics``), if there
+    are any: in the same file, or in the ``_actions`` folder beside its own."""
     if "actions" in metrics:
         return metrics["actions"]
     beside = path.parent.with_name(path.parent.name + "_actions") / path.name
@@ -73,8 +77,9 @@ def action_cells(actions: dict | None) -> list[str]:
 
 def table(paths: list[Path]) -> list[list[str]]:
     """The header, then one row a run; the action columns only where some run has them."""
-    runs = [load_free_play(path) for path in paths]
-    actions = [load_action_following(path) for path in paths]
+    files = [read_metrics(path) for path in paths]
+    runs = [load_free_play(path, metrics) for path, metrics in zip(paths, files)]
+    actions = [load_action_following(path, metrics) for path, metrics in zip(paths, files)]
     with_actions = any(a is not None for a in actions)
     header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
     if with_actions:
