@@ -17,6 +17,7 @@ from far_world.evaluation.inverse_dynamics import accuracy, chance_accuracy, rol
 from far_world.evaluation.memory import find_revisits
 from far_world.evaluation.metrics import psnr
 from far_world.evaluation.one_step import action_labels, evaluate_one_step
+from far_world.evaluation.report import markdown_report
 from far_world.evaluation.rollouts import EvalWindows, load_windows, null_actions, rollout, rollout_contexts
 from far_world.evaluation.teco_protocol import TecoProtocol
 from far_world.world import WorldModel
@@ -220,6 +221,22 @@ def test_training_clip_length_from_the_summary(tiny_ckpt):
     assert training_clip_length(world) is None
     world.checkpoint.summary["config"] = {"max_clip_frames": 24}
     assert training_clip_length(world) == 24
+
+
+def test_action_report_states_the_gap_over_the_first_eight_horizons():
+    def actions(horizon: int) -> dict:
+        scores = {name: {"psnr": [20.0] * horizon, "mean_psnr": 20.0, "mean_ssim": 0.5} for name in ("true", "shuffled")}
+        gaps = [1.0] * 4 + [2.0] * 4 + [50.0] * (horizon - 8)  # horizons past 8 must not count
+        return {"horizon": horizon, "windows": 2, "scores": scores, "psnr_gap_shuffled": gaps[:horizon],
+                "mean_psnr_gap_shuffled": float(np.mean(gaps[:horizon])), "psnr_gap_null": [0.0] * horizon,
+                "mean_psnr_gap_null": 0.0}  # fmt: skip
+
+    sampling = {"sampling_steps": 3, "guidance": 1.0, "flex_rope_slope": 0.0}
+    settings = {"data": {"test": "data/x/test"}, "sampling": sampling, "fvd": False, "lpips": False}
+    page = markdown_report({"checkpoint": "w.pt", "settings": settings, "command": "c", "actions": actions(16)})
+    assert "mean over horizons 1..8: 1.50 dB." in page
+    short = markdown_report({"checkpoint": "w.pt", "settings": settings, "command": "c", "actions": actions(6)})
+    assert "horizons 1..8" not in short  # a quick run's 6 horizons cannot give it
 
 
 def test_teco_protocol_lengths():

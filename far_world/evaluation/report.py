@@ -8,6 +8,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from far_world.evaluation.action_following import GAP_HORIZONS, early_gap
+
 matplotlib.use("Agg")  # files only: no display on servers, and no GUI toolkit to import
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -70,6 +72,8 @@ def _actions(m: dict) -> str:
     rows.append(["gap true - shuffled", *[m["psnr_gap_shuffled"][h - 1] for h in hs], m["mean_psnr_gap_shuffled"], None])
     rows.append(["gap true - null", *[m["psnr_gap_null"][h - 1] for h in hs], m["mean_psnr_gap_null"], None])
     text = _table(header, rows)
+    if m["horizon"] >= GAP_HORIZONS:
+        text += f"\n\nGap true - shuffled, mean over horizons 1..{GAP_HORIZONS}: {early_gap(m):.2f} dB."
     if m.get("idm_accuracy"):
         acc = m["idm_accuracy"]
         idm_rows = [[k, v] for k, v in acc.items()]
