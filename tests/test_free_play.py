@@ -67,21 +67,25 @@ def test_summary_counts_windows_won_with_ties_as_half():
     assert "win_rate" not in summary(np.array([1.0]))
 
 
-def test_strip_has_a_real_and_a_model_row_per_window(tmp_path):
+def test_strip_has_a_row_per_video_and_window(tmp_path):
     truth = np.zeros((2, 8, 64, 64, 3), np.uint8)
-    predicted = np.full((2, 8, 64, 64, 3), 200, np.uint8)
-    path = save_strip(truth, predicted, tmp_path / "strip.png", every=4, rows=2, scale=1)
-    image = cv2.imread(str(path))
-    # A header, then per window a real and a model row of 64 px (4 px between windows); 2 columns.
-    assert image.shape[0] == 14 + 4 * 64 + 4 and image.shape[1] == 56 + 2 * 65
+    videos = {"real": truth, "autoencoder": truth + 100, "model": truth + 200}
+    path = save_strip(videos, tmp_path / "strip.png", every=4, rows=2, scale=1)
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    # A header, then per window a real, an autoencoder and a model row of 64 px (4 px between
+    # windows); 2 columns of 65 px after the 84 px labels.
+    assert image.shape[0] == 14 + 2 * 3 * 64 + 4 and image.shape[1] == 84 + 2 * 65
+    rows_in_order = [int(image[14 + k * 64 + 32, 84 + 32, 0]) for k in range(3)]
+    assert rows_in_order == [0, 100, 200]
 
 
 def test_strip_windows_are_spread_over_the_set(tmp_path):
     truth = np.zeros((9, 4, 8, 8, 3), np.uint8)
     predicted = np.arange(9, dtype=np.uint8)[:, None, None, None, None] * np.ones((9, 4, 8, 8, 3), np.uint8)
-    image = cv2.cvtColor(cv2.imread(str(save_strip(truth, predicted, tmp_path / "s.png", rows=3))), cv2.COLOR_BGR2RGB)
+    path = save_strip({"real": truth, "model": predicted}, tmp_path / "s.png", rows=3)
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     # Model rows sit below each real row: header 14, then per window 8 + 8 px and a 4 px gap.
-    shown = [int(image[14 + k * 20 + 8 + 4, 56 + 4, 0]) for k in range(3)]
+    shown = [int(image[14 + k * 20 + 8 + 4, 84 + 4, 0]) for k in range(3)]
     assert shown == [0, 4, 8]
 
 

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write(out / "results.md", lambda fh: fh.write(markdown_report(metrics).encode()))
     plots = save_plots(metrics, out)
     if evaluation.free_play_frames is not None:
-        plots.append(save_strip(*evaluation.free_play_frames, out / "freeplay_strip.png"))
+        plots.append(save_strip(evaluation.free_play_frames, out / "freeplay_strip.png"))
     if evaluation.one_step_frames is not None:
         frames, labels, action = evaluation.one_step_frames
         plots.append(save_one_step_frames(frames, labels, out / "onestep_frames.png", action=action))

@@ -151,9 +151,10 @@ def evaluate_free_play(
     nets: MetricNets | None = None,
     fvd_frames: int = 16,
     st_lpips_every: int = 4,
-) -> tuple[FreePlayReport, np.ndarray]:
+) -> tuple[FreePlayReport, dict[str, np.ndarray]]:
     """The model (the real future actions), copy-last-frame and the autoencoder's reconstructions
-    of the truth, scored over every free-play horizon. Returns the report and the model's frames.
+    of the truth, scored over every free-play horizon. Returns the report and each predictor's
+    frames by name.
 
     With ``nets``: ST-LPIPS per window on every ``st_lpips_every``-th step, and FVD on the last
     ``fvd_frames`` steps, where drift has had the whole horizon to build up (both subsampled to
@@ -195,27 +196,29 @@ def evaluate_free_play(
                 report.fvd[name] = fvd_from_features(real, video_features(nets.i3d, frames[:, -clip:]))
     elif nets is not None and nets.missing():
         report.notes.append(nets.missing())
-    return report, predicted
+    return report, predictions
 
 
 def save_strip(
-    truth: np.ndarray,
-    predicted: np.ndarray,
+    videos: dict[str, np.ndarray],
     path: str | Path,
     every: int = 4,
     rows: int = 6,
     scale: int = 1,
 ) -> Path:
-    """A PNG of real frames above the model's for ``rows`` windows spread evenly over the N
-    (windows are cut episode after episode: the first few would all show one place), one column
-    every ``every`` steps (steps every, 2*every, ...): uint8 (N, Hz, H, W, 3) each."""
-    steps = np.arange(every - 1, truth.shape[1], every)
-    h, w = truth.shape[2:4]
-    gap, label_w = 4, 56
+    """A PNG of ``videos`` (name -> uint8 (N, Hz, H, W, 3), the truth first), one row each, for
+    ``rows`` windows spread evenly over the N (windows are cut episode after episode: the first
+    few would all show one place), one column every ``every`` steps (steps every, 2*every, ...).
+    The autoencoder's reconstruction of the truth between real and model frames shows which of
+    the detail a perfect world model could draw and which the model loses."""
+    first = next(iter(videos.values()))
+    steps = np.arange(every - 1, first.shape[1], every)
+    h, w = first.shape[2:4]
+    gap, label_w = 4, 84
     blocks = []
-    for i in np.unique(np.linspace(0, len(truth) - 1, min(rows, len(truth))).round().astype(int)):
-        for name, video in (("real", truth[i]), ("model", predicted[i])):
-            tiles = [np.pad(video[t], ((0, 0), (0, 1), (0, 0)), constant_values=255) for t in steps]
+    for i in np.unique(np.linspace(0, len(first) - 1, min(rows, len(first))).round().astype(int)):
+        for name, video in videos.items():
+            tiles = [np.pad(video[i][t], ((0, 0), (0, 1), (0, 0)), constant_values=255) for t in steps]
             row = np.concatenate(tiles, axis=1)
             label = np.full((h, label_w, 3), 255, np.uint8)
             cv2.putText(label, name, (2, h // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)

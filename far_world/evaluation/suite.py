@@ -159,8 +159,8 @@ class Evaluation:
         self.notes: list[str] = []
         self._windows: EvalWindows | None = None
         self._true_rollout: np.ndarray | None = None
-        # The free-play windows' real and generated futures, (N, Hz, H, W, 3) each, for the strip.
-        self.free_play_frames: tuple[np.ndarray, np.ndarray] | None = None
+        # The free-play windows' real, reconstructed and generated futures, (N, Hz, H, W, 3) each, for the strip.
+        self.free_play_frames: dict[str, np.ndarray] | None = None
         # The one-step protocol's frames by predictor, each window's action, and the commonest action.
         self.one_step_frames: tuple[dict[str, np.ndarray], list[str], str] | None = None
 
@@ -442,10 +442,12 @@ class Evaluation:
             seconds += 4 * len(w) * min(16, c.freeplay_horizon) * rates.i3d_frame_s
 
         def run(bar: tqdm) -> dict:
-            report, predicted = evaluate_free_play(
+            report, frames = evaluate_free_play(
                 self.world, w, seed=c.seed, batch_size=c.batch_size, bar=bar, nets=self.nets
             )
-            self.free_play_frames = (w.future_frames, predicted)
+            self.free_play_frames = {
+                "real": w.future_frames, "autoencoder": frames["autoencoder_ceiling"], "model": frames["model"],
+            }  # fmt: skip
             return report.to_dict()
 
         return Job("freeplay", sum(lengths), seconds, run)
