@@ -65,15 +65,15 @@ class FARWorldEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = options or {}
+        carried = options.get("carried")  # the carried variables (K,) or per frame (T,K)
+        carried = None if carried is None else np.asarray(carried, np.float32)[None]
         if "frames" in options:
             frames, actions = validate_context(options["frames"], options.get("actions"), self.world)
-            carried = options.get("carried")  # the carried variables (K,) or per frame (T,K)
             self._frame = self.episodes.reset(
-                self.np_random, frames[None], None if actions is None else actions[None],
-                None if carried is None else np.asarray(carried, np.float32)[None],
+                self.np_random, frames[None], None if actions is None else actions[None], carried
             )[0]
         else:
-            self._frame = self.episodes.reset(self.np_random)[0]
+            self._frame = self.episodes.reset(self.np_random, carried=carried)[0]
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), self._info(latency=0.0)

@@ -101,7 +101,7 @@ class FARWorldVectorEnv(VectorEnv):
             actions = None if acts is None else np.stack([a for _, a in checked])
             obs = self.episodes.reset(self.np_random, frames, actions, options.get("carried"))  # (B,K) or (B,T,K)
         else:
-            obs = self.episodes.reset(self.np_random)
+            obs = self.episodes.reset(self.np_random, carried=options.get("carried"))
         self._started = True
         return obs, self._info(0.0)
 

@@ -80,10 +80,12 @@ class EpisodeStepper:
     ) -> np.ndarray:
         """Start every episode: from contexts drawn with ``rng``, or from (B,T,H,W,3) frames and
         (B,T-1[,K]) actions already checked by the caller, with the carried variables (B,K) or
-        (B,T,K) if given (else the world's start values). The world's noise is seeded from
-        ``rng``. Returns the first observations (B,H,W,3)."""
+        (B,T,K) if given (else those the drawn contexts recorded, else the world's start values):
+        a caller may set the health of a drawn context. The world's noise is seeded from ``rng``.
+        Returns the first observations (B,H,W,3)."""
         if frames is None:
-            frames, actions, carried = self.sample_contexts(rng, self.num_worlds)
+            frames, actions, recorded = self.sample_contexts(rng, self.num_worlds)
+            carried = recorded if carried is None else carried
         self.world.reset(frames, actions, seed=int(rng.integers(2**31)), carried=carried)
         self.frames = np.array(frames[:, -1])
         self.steps[:] = 0
