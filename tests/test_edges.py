@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from far_world.model.edges import gaussian_blur, gradient_l1
+import pytest
+
+from far_world.model.edges import detail_weights, gaussian_blur, gradient_l1
 
 
 def _step_edges() -> torch.Tensor:
@@ -31,3 +33,25 @@ def test_gradient_loss_charges_lost_texture_not_a_tint_of_equal_pixel_error():
     tinted = img + (blurred - img).abs().mean()
     assert torch.isclose((blurred - img).abs().mean(), (tinted - img).abs().mean())
     assert gradient_l1(tinted, img) < 1e-5 < 0.1 < gradient_l1(blurred, img)
+
+
+def test_detail_weights_single_out_a_small_thing_on_a_flat_frame():
+    """A medkit-sized odd cell on a flat latent frame weighs most; the frame's mean weight stays 1."""
+    latents = torch.zeros(2, 3, 16, 8, 8)
+    latents[..., 5, 2] = 4.0
+    weights = detail_weights(latents, strength=3.0)
+    assert weights.shape == (2, 3, 1, 8, 8)
+    assert torch.allclose(weights.mean(dim=(-2, -1)), torch.ones(2, 3, 1))
+    assert weights[0, 0, 0].flatten().argmax().item() == 5 * 8 + 2
+    far_corner = weights[0, 0, 0, 0, 7]
+    assert weights[0, 0, 0, 5, 2] > 3 * far_corner
+
+
+@pytest.mark.parametrize("strength", [0.0, 3.0])
+def test_detail_weights_are_even_without_strength_or_contrast(strength):
+    torch.manual_seed(0)
+    textured = torch.randn(4, 16, 8, 8)
+    flat = torch.ones(4, 16, 8, 8)
+    assert torch.allclose(detail_weights(flat, strength), torch.ones(4, 1, 8, 8))
+    if strength == 0:
+        assert torch.allclose(detail_weights(textured, strength), torch.ones(4, 1, 8, 8))

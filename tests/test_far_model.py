@@ -119,6 +119,23 @@ def test_training_loss_is_reproducible_from_the_generator():
     assert model.heads.reward[-1].weight.grad.abs().sum() > 0
 
 
+def test_the_detail_weighted_loss_reweights_the_same_draws():
+    """Detail weighting changes what an error costs, not the noise, flow times or heads' terms."""
+    plain = random_model(short_window=3)
+    weighted = random_model(short_window=3, detail_loss_weight=3.0)
+    weighted.load_state_dict(plain.state_dict())
+    latents, actions, _ = _inputs(plain, frames=6)
+    rewards, terminated = torch.randn(2, 6), torch.zeros(2, 6, dtype=torch.bool)
+    a = plain.training_loss(latents, actions, rewards, terminated, torch.Generator().manual_seed(0))
+    b = weighted.training_loss(latents, actions, rewards, terminated, torch.Generator().manual_seed(0))
+    assert torch.equal(a["reward"], b["reward"]) and torch.equal(a["termination"], b["termination"])
+    assert not torch.isclose(a["flow"], b["flow"])
+    b["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in weighted.blocks.parameters())
+    with pytest.raises(ValueError, match="detail_loss_weight"):
+        FARConfig(detail_loss_weight=-1.0)
+
+
 def test_training_loss_ignores_clean_and_long_frames_in_the_flow_term():
     model = random_model(short_window=3, clean_context_prob=1.0, action_dropout=0.0)
     latents, actions, _ = _inputs(model, frames=5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from far_world.evaluation.free_play import colour_error, save_strip, summary, wins_needed
-from far_world.evaluation.metrics import sobel_energy
+from far_world.evaluation.metrics import highlight_share, sobel_energy
 
 
 def _script(name: str):
@@ -56,6 +56,18 @@ def test_colour_error_sees_a_tint_not_a_moved_wall():
     err = colour_error(frames, tinted)
     assert err.shape == (3,) and np.all((err > 5) & (err <= 10))
     np.testing.assert_allclose(colour_error(frames, np.roll(frames, 8, axis=2)), 0.0, atol=1e-9)
+
+
+def test_light_pixels_count_a_small_light_thing_that_a_blur_smears_away():
+    """A medkit-sized white square on a dark-green floor: 16 of 4096 pixels, gone once blurred."""
+    floor = np.zeros((2, 64, 64, 3), np.uint8)
+    floor[..., 1] = 90
+    frames = floor.copy()
+    frames[0, 40:44, 20:24] = 230
+    share = highlight_share(frames)
+    assert share.shape == (2,) and share[0] == 16 / 4096 and share[1] == 0
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])
+    assert highlight_share(blurred)[0] == 0
 
 
 def test_summary_counts_windows_won_with_ties_as_half():
@@ -169,3 +181,20 @@ def test_the_report_names_the_steps_where_the_model_is_not_ahead_of_copying():
     line = _horizons_ahead_of_copy(behind)
     assert "steps 2, 4 " in line and "-0.10 dB" in line
     assert _horizons_ahead_of_copy({"per_horizon": {}}) == ""
+
+
+def test_the_report_and_the_comparison_give_light_pixels_beside_the_real_frames(tmp_path):
+    from far_world.evaluation.report import _highlights
+
+    compare = _script("compare_evals")
+    base = _free_play_metrics(tmp_path / "base" / "metrics.json", [10.0, 12.0], [0.5, 0.6])
+    metrics = json.loads(base.read_text())
+    metrics["freeplay"]["per_window"]["model"]["highlight_share"] = [0.0, 0.002]
+    metrics["freeplay"]["real"] = {"highlight_share": [0.01, 0.03]}
+    base.write_text(json.dumps(metrics))
+    lines = compare.main([str(base), str(base)]).splitlines()
+    assert "light pixels, % (real 2.00)" in lines[0] and "| 0.10 |" in lines[2]
+    summary_ = {"model": {"highlight_share": {"mean": 0.001}}, "copy_last_frame": {"psnr": {"mean": 1.0}}}
+    line = _highlights({"real": {"highlight_share": [0.01, 0.03]}, "summary": summary_})
+    assert "real 2.00%, model 0.10%." in line
+    assert _highlights({"summary": summary_}) == ""  # evaluations from before the measure

@@ -17,7 +17,9 @@ Where a run was also scored by the action protocol, two columns join the table: 
 true-vs-shuffled PSNR gap over horizons 1..8 and the inverse-dynamics accuracy on generated pairs
 (with that on real pairs). They are read from the same metrics.json (``--protocol freeplay
 actions``) or from the folder beside it named with ``_actions`` (``runs/eval/NAME_actions``, for
-an action protocol run on its own).
+an action protocol run on its own). Where the baseline's evaluation counted light pixels (small
+light things such as doom's medkits; far_world/evaluation/metrics.py), a column gives each run's
+share beside the real frames'.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def table(paths: list[Path]) -> list[list[str]]:
     actions = [load_action_following(path, metrics) for path, metrics in zip(paths, files)]
     with_actions = any(a is not None for a in actions)
     header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
+    real_light = runs[0].get("real", {}).get("highlight_share")
+    if real_light is not None:
+        header.append(f"light pixels, % (real {100 * np.mean(real_light):.2f})")
     if with_actions:
         header += [f"gap 1..{GAP_HORIZONS} (dB)", "IDM, generated pairs"]
     base = runs[0]
@@ -102,6 +107,9 @@ def table(paths: list[Path]) -> list[list[str]]:
             row.append(cell if path == paths[0] else f"{cell} (wins {s['win_rate']:.2f})")
         fvd = run.get("fvd", {}).get("model")
         row.append("–" if fvd is None else f"{fvd:.0f}")
+        if real_light is not None:
+            light = model.get("highlight_share")
+            row.append("–" if light is None else f"{100 * np.mean(light):.2f}")
         if with_actions:
             row += action_cells(run_actions)
         row.append("" if path == paths[0] else release_verdict(wins, len(base["sources"]), fvd, base.get("fvd", {}).get("model")))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from far_world.evaluation.fidelity import copy_last_frame
 from far_world.evaluation.fvd import fvd_from_features, video_features
-from far_world.evaluation.metrics import psnr, sobel_energy, ssim
+from far_world.evaluation.metrics import highlight_share, psnr, sobel_energy, ssim
 from far_world.evaluation.perceptual import lpips_distance
 from far_world.evaluation.rollouts import EvalWindows, autoencoder_reconstruction, rollout
 from far_world.evaluation.video_metrics import MetricNets, fvd_skip_reason
@@ -79,6 +79,8 @@ class FreePlayReport:
     # FVD of each predictor's last ``fvd_frames`` free-play frames against the real ones.
     fvd: dict[str, float] = field(default_factory=dict)
     fvd_frames: int = 0
+    # Per-window figures of the real frames themselves, for the figures read against them.
+    real: dict[str, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def summaries(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -105,6 +107,7 @@ class FreePlayReport:
             "per_horizon": self.per_horizon,
             "fvd": self.fvd,
             "fvd_frames": self.fvd_frames,
+            "real": self.real,
             "notes": self.notes,
             "sources": self.sources,
         }
@@ -130,6 +133,7 @@ def _figures(
         "sharpness_ratio": sharp.mean(1) / (real_sharp.mean(1) + eps),
         "smoothed_sharpness_ratio": smooth.mean(1) / (real_smooth.mean(1) + eps),
         "colour_error_late": colour[:, late_from - 1 :].mean(1),
+        "highlight_share": highlight_share(frames).mean(1),
     }
     per_horizon = {
         "psnr": p.mean(0),
@@ -172,6 +176,7 @@ def evaluate_free_play(
         "copy_last_frame": copy_last_frame(windows),
         "autoencoder_ceiling": autoencoder_reconstruction(world, truth),
     }
+    report.real["highlight_share"] = highlight_share(truth).mean(1).tolist()
     frame_psnr = {name: psnr(truth, frames) for name, frames in predictions.items()}
     for name, frames in predictions.items():
         per_window, per_horizon = _figures(truth, frames, frame_psnr[name], report.late_from)

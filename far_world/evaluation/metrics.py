@@ -97,3 +97,14 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"feature statistics need (N>=2, D) features, got shape {features.shape}")
     return features.mean(0), np.atleast_2d(np.cov(features, rowvar=False))
+
+
+def highlight_share(frames: np.ndarray, threshold: int = 120) -> np.ndarray:
+    """Share of each frame's pixels whose every channel is at least ``threshold``: uint8
+    (..., H, W, 3) -> (...).
+
+    Small light things on darker surroundings, such as doom's medkits, are the first detail a
+    blurred frame smears away; counted against the real frames' share, they tell whether a world
+    still draws them, which the sharpness ratio, dominated by walls and horizons, does not.
+    """
+    return (frames.min(axis=-1) >= threshold).reshape(*frames.shape[:-3], -1).mean(-1)

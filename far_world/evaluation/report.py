@@ -184,7 +184,21 @@ def _free_play(m: dict) -> str:
         if fvd:
             row.append(fvd.get(name))
         rows.append(row)
-    return text + _table(header, rows, 3) + _horizons_ahead_of_copy(m) + _notes(m.get("notes", []))
+    return text + _table(header, rows, 3) + _highlights(m) + _horizons_ahead_of_copy(m) + _notes(m.get("notes", []))
+
+
+def _highlights(m: dict) -> str:
+    """One line: the share of light pixels (doom's medkits) in the real frames and in each predictor's."""
+    real = m.get("real", {}).get("highlight_share")
+    if real is None:
+        return ""
+    shares = ", ".join(
+        f"{name} {100 * s['highlight_share']['mean']:.2f}%" for name, s in m["summary"].items() if "highlight_share" in s
+    )
+    return (
+        f"\nLight pixels (every channel >= 120; small light things such as doom's medkits), share of the "
+        f"frames, mean over windows: real {100 * float(np.mean(real)):.2f}%, {shares}.\n"
+    )
 
 
 def _horizons_ahead_of_copy(m: dict, up_to: int = 16) -> str:

@@ -45,6 +45,12 @@ class FARConfig:
     # choice: a small model need not pull the noise back out of its input, and the low-noise
     # steps that carry detail weigh more). Sampling turns either into a velocity.
     prediction: str = "velocity"
+    # Detail-weighted frame loss (0 = a plain mean): each latent position of a denoised frame's
+    # error weighs 1 + detail_loss_weight * its contrast with its neighbours, relative to the
+    # frame's mean contrast, then scaled to a mean of 1 (far_world/model/edges.py: detail_weights),
+    # so that small things unlike their surroundings, such as doom's medkits, count for more than
+    # their area.
+    detail_loss_weight: float = 0.0
     # Stochastic clean context: a short-window frame is given clean (timestep -1) with this probability.
     clean_context_prob: float = 0.1
     # Context-noise augmentation (0 = off): clean context frames get noise up to this flow time.
@@ -110,6 +116,8 @@ class FARConfig:
             raise ValueError("short_window must be >= 2 and max_long_frames >= 1")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.detail_loss_weight < 0:
+            raise ValueError(f"detail_loss_weight must be >= 0 (0 = off), got {self.detail_loss_weight!r}")
         if not 0.0 < self.warm_start_time <= 1.0:
             raise ValueError(f"warm_start_time must be in (0, 1], got {self.warm_start_time!r}")
         if self.change_scale < 0:

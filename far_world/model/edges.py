@@ -44,3 +44,20 @@ def gradient_l1(estimate: Tensor, target: Tensor) -> Tensor:
     ex, ey = sobel(estimate)
     tx, ty = sobel(target)
     return 0.5 * ((ex - tx).abs().mean() + (ey - ty).abs().mean())
+
+
+def detail_weights(latents: Tensor, strength: float) -> Tensor:
+    """Per-position loss weights (..., 1, h, w) of latent frames (..., C, h, w), mean 1 per frame.
+
+    A position weighs 1 + strength * d / mean(d), d its mean |latent - its 3x3 neighbourhood's
+    mean| over channels: small things that differ from their surroundings (doom's medkits, a
+    wall's edge) cover a few latent cells and count for little in a plain mean, so a model that
+    draws the surroundings alone loses almost nothing by leaving them out.
+    """
+    lead, (c, h, w) = latents.shape[:-3], latents.shape[-3:]
+    flat = latents.reshape(-1, c, h, w).float()
+    local_mean = F.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False)
+    d = (flat - local_mean).abs().mean(dim=1, keepdim=True)
+    weights = 1.0 + strength * d / d.mean(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    weights = weights / weights.mean(dim=(2, 3), keepdim=True)
+    return weights.reshape(*lead, 1, h, w)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from far_world.model.config import FARConfig
+from far_world.model.edges import detail_weights
 from far_world.model.heads import FrameHeads, head_losses
 from far_world.model.layout import Rope, TokenLayout
 from far_world.model.rope import flex_rope_slopes
@@ -333,9 +334,14 @@ class FARModel(nn.Module):
         s_short = s[:, n_long:]
         estimate = x[:, n_long:] - s_short[..., None, None, None] * velocity
         if cfg.prediction == "velocity":
-            per_frame = (velocity - (source - target)[:, n_long:]).pow(2).mean(dim=(2, 3, 4))
+            error = (velocity - (source - target)[:, n_long:]).pow(2)
         else:
-            per_frame = (estimate - target[:, n_long:]).pow(2).mean(dim=(2, 3, 4)) * (0.9 * (1 - s_short) + 0.1)
+            error = (estimate - target[:, n_long:]).pow(2)
+        if cfg.detail_loss_weight > 0:
+            error = error * detail_weights(x0[:, n_long:], cfg.detail_loss_weight)
+        per_frame = error.mean(dim=(2, 3, 4))
+        if cfg.prediction == "clean":
+            per_frame = per_frame * (0.9 * (1 - s_short) + 0.1)
         clean_estimate = from_generated(estimate, prev[:, n_long:], cfg.change_scale)
         denoised = (~clean[:, n_long:]).float()
         flow = (per_frame * denoised).sum() / denoised.sum().clamp_min(1.0)
