@@ -193,8 +193,8 @@ def test_the_report_and_the_comparison_give_light_pixels_beside_the_real_frames(
     metrics["freeplay"]["real"] = {"highlight_share": [0.01, 0.03]}
     base.write_text(json.dumps(metrics))
     lines = compare.main([str(base), str(base)]).splitlines()
-    assert "light pixels, % (real 2.00)" in lines[0] and "| 0.10 |" in lines[2]
+    assert "light pixels, % (real 2.000)" in lines[0] and "| 0.100 |" in lines[2]
     summary_ = {"model": {"highlight_share": {"mean": 0.001}}, "copy_last_frame": {"psnr": {"mean": 1.0}}}
     line = _highlights({"real": {"highlight_share": [0.01, 0.03]}, "summary": summary_})
-    assert "real 2.00%, model 0.10%." in line
+    assert "real 2.000%, model 0.100%." in line
     assert _highlights({"summary": summary_}) == ""  # evaluations from before the measure

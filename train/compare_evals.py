@@ -86,7 +86,7 @@ def table(paths: list[Path]) -> list[list[str]]:
     header = ["run", "PSNR", "ST-LPIPS", "sharpness ratio", "colour error 33-64", "FVD (last 16 steps)"]
     real_light = runs[0].get("real", {}).get("highlight_share")
     if real_light is not None:
-        header.append(f"light pixels, % (real {100 * np.mean(real_light):.2f})")
+        header.append(f"light pixels, % (real {100 * np.mean(real_light):.3f})")
     if with_actions:
         header += [f"gap 1..{GAP_HORIZONS} (dB)", "IDM, generated pairs"]
     base = runs[0]
@@ -109,7 +109,7 @@ def table(paths: list[Path]) -> list[list[str]]:
         row.append("–" if fvd is None else f"{fvd:.0f}")
         if real_light is not None:
             light = model.get("highlight_share")
-            row.append("–" if light is None else f"{100 * np.mean(light):.2f}")
+            row.append("–" if light is None else f"{100 * np.mean(light):.3f}")
         if with_actions:
             row += action_cells(run_actions)
         row.append("" if path == paths[0] else release_verdict(wins, len(base["sources"]), fvd, base.get("fvd", {}).get("model")))

@@ -193,11 +193,11 @@ def _highlights(m: dict) -> str:
     if real is None:
         return ""
     shares = ", ".join(
-        f"{name} {100 * s['highlight_share']['mean']:.2f}%" for name, s in m["summary"].items() if "highlight_share" in s
+        f"{name} {100 * s['highlight_share']['mean']:.3f}%" for name, s in m["summary"].items() if "highlight_share" in s
     )
     return (
         f"\nLight pixels (every channel >= 120; small light things such as doom's medkits), share of the "
-        f"frames, mean over windows: real {100 * float(np.mean(real)):.2f}%, {shares}.\n"
+        f"frames, mean over windows: real {100 * float(np.mean(real)):.3f}%, {shares}.\n"
     )
 
 
