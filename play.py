@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--guidance-scope", default=None,
-        help="what the unguided branch drops: 'all' actions, or the new 'frame's only, sharing the context "
-        "(cheaper; default: checkpoint's)",
+        help="what the unguided branch drops: 'all' actions, the new 'frame's only, sharing the context "
+        "(cheaper), or the 'history', the context itself (default: checkpoint's)",
     )
     p.add_argument("--guided-steps", type=int, default=None, help="guide the first N Euler steps only (default: checkpoint's)")
     p.add_argument(

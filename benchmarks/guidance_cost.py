@@ -1,7 +1,8 @@
 """What action guidance costs in play speed: the world without guidance against guidance w with
 each unconditional branch (``guidance_scope`` "all": the null action everywhere, its own cache;
-"frame": the null action into the new frame only, the context shared), and "frame" on the first
-Euler step only (``guided_steps=1``), in the same run.
+"frame": the null action into the new frame only, the context shared), "frame" on the first
+Euler step only (``guided_steps=1``), and history guidance on the first step ("history": the
+new frame without its context), in the same run.
 
     python benchmarks/guidance_cost.py [--ckpt PATH] [--guidance 1.5] [--rounds 5] [--vector 32]
 
@@ -38,7 +39,7 @@ def make_variants(ckpt: str | None, guidance: float, num_envs: int) -> dict[str,
     every = 10**6  # guided_steps past the last Euler step: every step (None would keep the checkpoint's)
     variants = {
         "off": (1.0, "all", every), "all": (guidance, "all", every), "frame": (guidance, "frame", every),
-        "frame, first step": (guidance, "frame", 1),
+        "frame, first step": (guidance, "frame", 1), "history, first step": (guidance, "history", 1),
     }  # fmt: skip
     envs = {}
     for name, (w, scope, guided_steps) in variants.items():

@@ -31,7 +31,8 @@ def reference_rollout(
     """One world by full recomputation: every Euler step runs the whole sequence uncached.
 
     latents (T,C,h,w), actions (T,) context; next_actions (N,), noises (N,C,h,w); the
-    unconditional row has the null action everywhere (scope "all") or into the new frame only.
+    unconditional row has the null action everywhere (scope "all"), into the new frame only
+    ("frame"), or the new frame alone with its action, no context ("history").
     Generated frames are marked GENERATED as context if the model is told its own frames.
     Returns latents (N,C,h,w), rewards (N,), termination probabilities (N,).
     """
@@ -46,6 +47,9 @@ def reference_rollout(
 
             def velocity(x, s):
                 rows = x.shape[0]
+                if scope == "history" and rows > 1:
+                    alone = model.velocity(x[1:, None], acts[:, -1:], torch.full((1, 1), s), flex_rope_slope=slope)
+                    return torch.cat([velocity(x[:1], s), alone[:, -1]])
                 lat = torch.cat([seq.expand(rows, *seq.shape[1:]), x[:, None]], dim=1)
                 act = acts.expand(rows, -1).clone()
                 if scope == "all":
@@ -82,7 +86,8 @@ def _clip(g, batch, frames, cfg):
      (1.0, 0.3, False, "velocity", "all", None), (2.0, 0.0, True, "velocity", "all", None),
      (2.0, 0.0, False, "clean", "all", None), (2.0, 0.3, False, "velocity", "frame", None),
      (2.0, 0.0, True, "velocity", "frame", None), (2.0, 0.3, False, "velocity", "frame", 1),
-     (2.0, 0.0, False, "velocity", "all", 2)],
+     (2.0, 0.0, False, "velocity", "all", 2), (2.0, 0.0, False, "clean", "history", None),
+     (1.5, 0.3, True, "velocity", "history", 1)],
 )  # fmt: skip
 def test_cached_generation_equals_full_recomputation(guidance, slope, token_conditioning, prediction, scope, guided_steps):
     model = random_model(token_conditioning=token_conditioning, prediction=prediction)

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling-steps", type=int, default=None, help="Euler steps per frame (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
     p.add_argument("--guidance-scope", choices=GUIDANCE_SCOPES, default=None,
-                   help="actions the unconditional branch drops: 'all', or the new frame's only (default: the checkpoint's)")
+                   help="what the unconditional branch drops: every action ('all'), the new frame's ('frame') or the context ('history'); default: the checkpoint's")
     p.add_argument("--guided-steps", type=int, default=None,
                    help="guide the first N Euler steps only (default: the checkpoint's; all if it has none)")
     p.add_argument(

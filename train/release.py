@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--sampling-steps", type=int, default=None, help="default Euler steps a frame")
     parser.add_argument("--guidance", type=float, default=None, help="default action guidance weight")
     parser.add_argument("--guidance-scope", choices=GUIDANCE_SCOPES, default=None,
-                        help="default actions the unconditional branch drops ('all', or the new frame's only)")
+                        help="default of what the unconditional branch drops: every action ('all'), the new frame's ('frame') or the context ('history')")
     parser.add_argument("--guided-steps", type=int, default=None, help="default: guide the first N Euler steps only")
     parser.add_argument("--flex-rope-slope", type=float, default=None, help="default FlexRoPE slope")
     parser.add_argument("--context-noise", type=float, default=None, help="default inference context noise (flow time)")

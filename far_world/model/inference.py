@@ -112,7 +112,7 @@ class CachedSampler:
 
         actions (B,) or (B,K): the action into the new frame; ``settings.steps`` Euler steps from
         s = 1 to 0; guidance w: v_u + w (v_c - v_u), the unconditional branch with the null action
-        into the new frame, and with ``guidance_scope`` "all" everywhere (that branch's context then
+        into the new frame (with ``guidance_scope`` "history": the action, and no context), and with ``guidance_scope`` "all" everywhere (that branch's context then
         kept in the cache while w != 1, rebuilt from the held frames when w leaves 1).
         noise (B,C,h,w): the noise, drawn from ``generator`` if None; with ``settings.start_time``
         s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise
@@ -132,13 +132,18 @@ class CachedSampler:
 
         base = cache.base()
         past, key_pos, key_valid = self._context_keys(cache, base, with_short=True)
-        if branches > cache.branches:  # guidance_scope "frame": both branches read one context
+        if branches > cache.branches:  # scopes "frame" and "history": both branches read one context
             past = [(k.repeat(branches, 1, 1, 1), v.repeat(branches, 1, 1, 1)) for k, v in past]
             key_pos, key_valid = key_pos.repeat(branches, 1), key_valid.repeat(branches, 1)
+            if settings.guidance_scope == "history":  # the unconditional branch sees no context
+                key_valid[b:] = False
         new_pos = (cache.next_frame - base)[:, None].repeat(branches, 1)
         present = torch.ones_like(new_pos, dtype=torch.bool)
         rope, mask = self.layout.attention(new_pos[:, :0], new_pos, slopes, present[:, :0], present, key_pos, key_valid)
-        step_actions = self._branch_actions(cache, actions[:, None], branches)
+        if settings.guidance_scope == "history":  # both branches take the action
+            step_actions = actions[:, None].repeat(branches, 1, 1)
+        else:
+            step_actions = self._branch_actions(cache, actions[:, None], branches)
         no_long = noise.new_zeros(rows, 0, *noise.shape[1:])
 
         def velocity(x: Tensor, s: float) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 
-GUIDANCE_SCOPES = ("all", "frame")
+GUIDANCE_SCOPES = ("all", "frame", "history")
 
 
 def _is_count(value: Any) -> bool:
@@ -45,7 +45,10 @@ class SamplingSettings:
     included, so that branch keeps its own cache and every context pass runs twice. "frame": the
     new frame's action only, the context shared with the conditional branch, so only the Euler
     passes run twice; it asks "what does this key change here", and training met it, since
-    action dropout drops single frames' actions.
+    action dropout drops single frames' actions. "history": the unconditional branch keeps the
+    action and drops the context, a frame drawn from nothing, as the first frame of a training
+    clip is; w > 1 then pushes the frame away from the world's generic frame towards what its
+    context shows (history guidance), against the drift back to the commonest colours.
     guided_steps: guidance on the first n Euler steps only (None: all), where the noise is high
     and a frame's layout, and so the motion a key asks for, is decided; the later steps, which
     refine detail, then run one branch at the unguided cost.
