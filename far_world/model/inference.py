@@ -112,8 +112,9 @@ class CachedSampler:
 
         actions (B,) or (B,K): the action into the new frame; ``settings.steps`` Euler steps from
         s = 1 to 0; guidance w: v_u + w (v_c - v_u), the unconditional branch with the null action
-        into the new frame (with ``guidance_scope`` "history": the action, and no context), and with ``guidance_scope`` "all" everywhere (that branch's context then
-        kept in the cache while w != 1, rebuilt from the held frames when w leaves 1).
+        into the new frame, and with ``guidance_scope`` "all" everywhere (that branch's context then
+        kept in the cache while w != 1, rebuilt from the held frames when w leaves 1); with
+        "history" it keeps the action and sees no context.
         noise (B,C,h,w): the noise, drawn from ``generator`` if None; with ``settings.start_time``
         s0 < 1 the integration starts from (1 - s0) * the row's last context frame + s0 * noise
         (a change model, ``change_scale`` > 0, from s0 * noise: no change). A change model's

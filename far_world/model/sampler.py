@@ -48,7 +48,8 @@ class SamplingSettings:
     action dropout drops single frames' actions. "history": the unconditional branch keeps the
     action and drops the context, a frame drawn from nothing, as the first frame of a training
     clip is; w > 1 then pushes the frame away from the world's generic frame towards what its
-    context shows (history guidance), against the drift back to the commonest colours.
+    context shows (history guidance). On the maze it holds the context's colours so firmly that
+    the view turns less with the keys (docs/RESULTS.md), so no world plays with it by default.
     guided_steps: guidance on the first n Euler steps only (None: all), where the noise is high
     and a frame's layout, and so the motion a key asks for, is decided; the later steps, which
     refine detail, then run one branch at the unguided cost.
