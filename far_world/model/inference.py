@@ -129,6 +129,7 @@ class CachedSampler:
             noise = model._draw(torch.randn, (b, cfg.latent_channels, cfg.latent_size, cfg.latent_size), device, generator)
         branches = 2 if guided else 1
         rows = branches * b
+        history = settings.guidance_scope == "history"  # the unconditional branch: the action, no context
         slopes = flex_rope_slopes(settings.flex_rope_slope, cfg.heads, device)
 
         base = cache.base()
@@ -136,12 +137,12 @@ class CachedSampler:
         if branches > cache.branches:  # scopes "frame" and "history": both branches read one context
             past = [(k.repeat(branches, 1, 1, 1), v.repeat(branches, 1, 1, 1)) for k, v in past]
             key_pos, key_valid = key_pos.repeat(branches, 1), key_valid.repeat(branches, 1)
-            if settings.guidance_scope == "history":  # the unconditional branch sees no context
+            if history:
                 key_valid[b:] = False
         new_pos = (cache.next_frame - base)[:, None].repeat(branches, 1)
         present = torch.ones_like(new_pos, dtype=torch.bool)
         rope, mask = self.layout.attention(new_pos[:, :0], new_pos, slopes, present[:, :0], present, key_pos, key_valid)
-        if settings.guidance_scope == "history":  # both branches take the action
+        if history:
             step_actions = actions[:, None].repeat(branches, 1, 1)
         else:
             step_actions = self._branch_actions(cache, actions[:, None], branches)
